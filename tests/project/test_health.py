@@ -1,0 +1,43 @@
+"""Liveness and readiness: the site keeps serving while Redis is down."""
+
+import pytest
+from django.test import Client, override_settings
+
+from tests.redis_process import RedisProcess
+
+
+def test_healthz_answers_while_the_process_runs(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_every_dependency_ok(client: Client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "redis": "ok", "celery_broker": "ok"},
+    }
+
+
+@pytest.mark.django_db
+def test_readyz_degrades_but_stays_ready_when_redis_is_down(client: Client, redis_factory) -> None:
+    doomed: RedisProcess = redis_factory()
+    doomed.stop()
+    with override_settings(REDIS_URL=doomed.url(0), CELERY_BROKER_URL=doomed.url(1)):
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("error: ConnectionError")
+    assert body["checks"]["celery_broker"].startswith("error: ConnectionError")
+
+
+def test_metrics_exports_django_request_counters(client: Client) -> None:
+    client.get("/healthz")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert b"django_http_requests_total" in response.content

@@ -1,0 +1,60 @@
+"""Liveness and readiness probes.
+
+/healthz says the process answers. /readyz checks each dependency with short
+timeouts; only a dead database makes it 503, because without Redis or the broker
+Tokencache still serves (the token cache bypasses, chat keeps answering).
+"""
+
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+PROBE_TIMEOUT_SECONDS = 1.0
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _ping(url: str) -> None:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _status(check: Callable[[], None]) -> str:
+    try:
+        check()
+    except Exception as exc:  # a probe reports every failure, whatever its kind
+        return f"error: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {
+        "database": _status(_check_database),
+        "redis": _status(lambda: _ping(settings.REDIS_URL)),
+        "celery_broker": _status(lambda: _ping(settings.CELERY_BROKER_URL)),
+    }
+    ready = checks["database"] == "ok"
+    degraded = any(value != "ok" for value in checks.values())
+    status = "ok" if not degraded else ("degraded" if ready else "unavailable")
+    return JsonResponse({"status": status, "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,252 @@
+"""Tokencache settings: one module, driven by environment variables.
+
+Every value has a laptop default so that `make run` works with no configuration;
+production changes environment variables, never this file. The README has the table.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("TOKENCACHE_VAR_DIR", BASE_DIR / "var"))
+
+
+def envstr(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def envint(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+
+
+def envfloat(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", True)
+
+# A development key is fine on a laptop; without DEBUG the key must come from the environment.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DEBUG is off")
+    SECRET_KEY = "dev-only-insecure-key-tokencache-do-not-use-in-production"
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost" if not DEBUG else "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "channels",
+    "cachecore",
+    "agents",
+    "dashboards",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "tokencache_project.urls"
+ASGI_APPLICATION = "tokencache_project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite under var/ unless DATABASE_URL says otherwise.
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tokencache.sqlite3'}"),
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server and the Celery worker read while the other writes;
+    # the busy timeout turns short write contention into a wait instead of an error.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: one server, one database index per use.
+REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6391/0")
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "redis://127.0.0.1:6391/1")
+CHANNELS_REDIS_URL = envstr("CHANNELS_REDIS_URL", "redis://127.0.0.1:6391/2")
+
+TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
+TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
+TOKENCACHE_READ_TIMEOUT = envfloat("TOKENCACHE_READ_TIMEOUT", 5.0)
+TOKENCACHE_BREAKER_FAIL_MAX = envint("TOKENCACHE_BREAKER_FAIL_MAX", 5)
+TOKENCACHE_BREAKER_RESET_SECONDS = envfloat("TOKENCACHE_BREAKER_RESET_SECONDS", 60.0)
+TOKENCACHE_MAX_VALUE_BYTES = envint("TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024)
+TOKENCACHE_DEFAULT_TOKENIZER = envstr("TOKENCACHE_DEFAULT_TOKENIZER", "tiktoken:cl100k_base")
+TOKENCACHE_MAX_MESSAGE_CHARS = envint("TOKENCACHE_MAX_MESSAGE_CHARS", 4000)
+TOKENCACHE_MAX_BODY_BYTES = envint("TOKENCACHE_MAX_BODY_BYTES", 64 * 1024)
+TOKENCACHE_CHAT_RATE_PER_MINUTE = envint("TOKENCACHE_CHAT_RATE_PER_MINUTE", 30)
+# "web" or "worker": names this process in the per-process breaker records.
+TOKENCACHE_PROCESS_ROLE = envstr("TOKENCACHE_PROCESS_ROLE", "web")
+
+_redis_options = {
+    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+    # A bounded pool that waits for a free connection instead of failing at once.
+    "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+    "CONNECTION_POOL_KWARGS": {
+        "max_connections": TOKENCACHE_POOL_SIZE,
+        "timeout": TOKENCACHE_CONNECT_TIMEOUT,
+    },
+    "SOCKET_CONNECT_TIMEOUT": TOKENCACHE_CONNECT_TIMEOUT,
+    "SOCKET_TIMEOUT": TOKENCACHE_READ_TIMEOUT,
+    # Errors must reach the token cache's circuit breaker, so nothing is swallowed here.
+    "IGNORE_EXCEPTIONS": False,
+}
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "tc:django",
+        "OPTIONS": dict(_redis_options),
+    },
+    # The token cache talks to this alias's raw client; its keys carry their own prefix.
+    "tokens": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": dict(_redis_options),
+    },
+}
+
+# Sessions live in the database: a Redis outage must not log everyone out.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [CHANNELS_REDIS_URL]},
+    }
+}
+
+# --- Celery
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": TOKENCACHE_CONNECT_TIMEOUT}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_TIMEZONE = "UTC"
+
+# --- Prometheus: with several processes, PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate them.
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [d for d in [BASE_DIR / "static"] if d.exists()]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# In development WhiteNoise serves straight from the apps' static folders: no collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Security: strict unless DEBUG; TLS termination is assumed in front of the app.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# /healthz and /readyz are probed over plain HTTP by load balancers and supervisors.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# --- Logging: one JSON object per line on stdout, for any log collector.
+LOG_LEVEL = envstr("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "tokencache_project.logging.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
