@@ -21,9 +21,6 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Tokencache needs Python 3.11 or newer"'
 
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
-if [ "$profile" = dev ] && ! command -v chromium >/dev/null; then
-    apt_install chromium
-fi
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && rm -rf .venv && "$PYTHON" -m venv .venv; }
