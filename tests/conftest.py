@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.contrib.auth.models import Group, User
+
+from tests.support.fake_model_server import FakeModelServer
 
 PASSWORD = "correct horse battery staple"
 
@@ -39,3 +43,11 @@ def charlie(db: None) -> User:
 @pytest.fixture
 def root(db: None) -> User:
     return _user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def model_server() -> Iterator[FakeModelServer]:
+    """A real OpenAI-compatible (vLLM-like) server on loopback; `.knobs` make it fail, `.requests` record."""
+    server = FakeModelServer().start()
+    yield server
+    server.stop()

@@ -1,0 +1,1 @@
+"""Real servers for tests: things the suite talks to over loopback instead of mocking."""
