@@ -139,6 +139,12 @@ TOKENCACHE_MAX_BODY_BYTES = envint("TOKENCACHE_MAX_BODY_BYTES", 64 * 1024)
 TOKENCACHE_CHAT_RATE_PER_MINUTE = envint("TOKENCACHE_CHAT_RATE_PER_MINUTE", 30)
 # "web" or "worker": names this process in the per-process breaker records.
 TOKENCACHE_PROCESS_ROLE = envstr("TOKENCACHE_PROCESS_ROLE", "web")
+# Model servers (the `openai` backend): a generous read timeout, since it bounds the wait
+# between streamed pieces, and a breaker of its own, separate from the token cache's.
+TOKENCACHE_MODEL_CONNECT_TIMEOUT = envfloat("TOKENCACHE_MODEL_CONNECT_TIMEOUT", 5.0)
+TOKENCACHE_MODEL_READ_TIMEOUT = envfloat("TOKENCACHE_MODEL_READ_TIMEOUT", 60.0)
+TOKENCACHE_MODEL_BREAKER_FAIL_MAX = envint("TOKENCACHE_MODEL_BREAKER_FAIL_MAX", 3)
+TOKENCACHE_MODEL_BREAKER_RESET_SECONDS = envfloat("TOKENCACHE_MODEL_BREAKER_RESET_SECONDS", 30.0)
 
 _redis_options = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",

@@ -109,4 +109,3 @@ def backend_for(agent: Agent) -> Backend:
             tokenizer=get_tokenizer(agent.tokenizer_spec),
         )
     raise BackendError(f"Agent {agent.slug!r} has an unknown backend kind {kind!r} (use 'extractive' or 'openai').")
-
