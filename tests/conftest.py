@@ -4,11 +4,25 @@
 - bob: staff (may open the admin) but in no agent group, so he may use no agent;
 - charlie: member of the "business" group (the business-template agent);
 - root: a superuser, who may use every agent.
+
+Demo data: every test database starts with what `manage.py seed_demo` creates (seeded
+once per session in `django_db_setup`): the agents `support`, `documentation` and
+`business` with their TTL policies and knowledge (agents/demo/ and pydoc), the groups
+`support` (support + documentation agents, so alice may use them) and `business`
+(charlie), and the logins `admin` and `support` (password PASSWORD). Create your own
+agents under other slugs. The `demo` fixture hands them over (`demo.agents["support"]`,
+`demo.queries`, the labelled queries of agents/demo/queries.json) and re-seeds if a
+transactional test flushed the database.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -51,3 +65,41 @@ def model_server() -> Iterator[FakeModelServer]:
     server = FakeModelServer().start()
     yield server
     server.stop()
+
+
+def _seed_demo() -> None:
+    from django.core.management import call_command
+
+    previous = os.environ.get("TOKENCACHE_DEMO_PASSWORD")
+    os.environ["TOKENCACHE_DEMO_PASSWORD"] = PASSWORD
+    try:
+        call_command("seed_demo", stdout=io.StringIO())
+    finally:
+        if previous is None:
+            del os.environ["TOKENCACHE_DEMO_PASSWORD"]
+        else:
+            os.environ["TOKENCACHE_DEMO_PASSWORD"] = previous
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The test database, migrated and seeded with the demo once for the whole session."""
+    with django_db_blocker.unblock():
+        _seed_demo()
+
+
+@dataclass(frozen=True)
+class Demo:
+    agents: dict[str, Any]  # slug -> agents.models.Agent
+    queries: dict[str, list[dict[str, str]]]  # agent slug -> [{"query", "source"}]
+
+
+@pytest.fixture
+def demo(db: None) -> Demo:
+    from agents.management.commands.seed_demo import DEMO_KNOWLEDGE_DIR
+    from agents.models import Agent
+
+    if not Agent.objects.filter(slug="documentation", documents__isnull=False).exists():
+        _seed_demo()  # a transactional test flushed the session's seed
+    queries = json.loads((DEMO_KNOWLEDGE_DIR / "queries.json").read_text(encoding="utf-8"))
+    return Demo(agents={agent.slug: agent for agent in Agent.objects.select_related("ttl_policy")}, queries=queries)

@@ -1,0 +1,322 @@
+"""The chat turn: the one service every interface (JSON API, OpenAI API, websocket, tasks) calls.
+
+Order matters for durability: the user's message is committed before anything that can
+fail (retrieval, the token cache, the model), and every failure after that point leaves
+an answer row with status `error` and a readable reason. No answer row is ever written
+half-way: it is created once, complete, after generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.backends import BackendError, ContextChunk, Generation, Prompt, backend_for
+from agents.backends.base import OnDelta
+from agents.errors import (
+    AgentNotFound,
+    AgentNotPermitted,
+    ConversationForbidden,
+    InvalidMessage,
+    MessageTooLong,
+    ModelUnavailable,
+)
+from agents.models import Agent, Conversation, Message
+from agents.prompt import build_prompt
+from agents.retrieval import search_chunks
+from agents.selectors import AnyUser, user_may_use_agent
+from cachecore.exceptions import CacheCoreError
+from cachecore.store import LookupBatch, get_many
+from cachecore.tokenizers import get_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Stored history beyond this many messages cannot fit a prompt budget anyway.
+HISTORY_MESSAGES = 20
+EXCERPT_CHARS = 240
+TITLE_CHARS = 80
+INTERNAL_ERROR = "The answer failed because of an internal error; your message was kept."
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    conversation: Conversation
+    user_message: Message
+    answer_message: Message
+    answer: str
+    citations: list[dict[str, Any]]
+    cache: dict[str, float]
+    timings: dict[str, float]
+    usage: dict[str, int]
+
+
+def run_turn(
+    *,
+    user: AnyUser,
+    agent: Agent,
+    message: str,
+    conversation: Conversation | None = None,
+    history: Sequence[tuple[str, str]] | None = None,
+    on_delta: OnDelta | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> TurnResult:
+    """Answer `message` with `agent` for `user`, storing both sides of the turn.
+
+    Raises a `ChatError` before storing anything if the message is invalid or the user
+    may not use the agent or the conversation; raises `ModelUnavailable` after storing
+    the message and an error answer if the answer cannot be produced.
+    """
+    started = time.perf_counter()
+    question = _validated(message)
+    if not agent.enabled:
+        raise AgentNotFound(f"No agent named {agent.slug!r}.")
+    if not user_may_use_agent(user, agent):
+        raise AgentNotPermitted(f"You are not allowed to use the agent {agent.slug!r}.")
+    if conversation is not None and (conversation.user_id != user.pk or conversation.agent_id != agent.pk):
+        raise ConversationForbidden("This conversation belongs to someone else or to another agent.")
+    if max_tokens is not None and max_tokens < 1:
+        raise InvalidMessage("max_tokens must be a positive integer.")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise InvalidMessage("temperature must be between 0 and 2.")
+
+    conversation, user_message = _store_user_message(user=user, agent=agent, conversation=conversation, text=question)
+    if history is None:
+        history = _stored_history(conversation=conversation, before=user_message)
+    try:
+        return _answer(
+            agent=agent,
+            conversation=conversation,
+            user_message=user_message,
+            history=history,
+            on_delta=on_delta,
+            max_tokens=min(max_tokens or agent.answer_token_limit, agent.answer_token_limit),
+            temperature=agent.temperature if temperature is None else temperature,
+            started=started,
+        )
+    except (BackendError, CacheCoreError) as exc:
+        reason = exc.message if isinstance(exc, BackendError) else str(exc)
+        failed = _store_error(conversation=conversation, reason=reason, started=started)
+        logger.warning(
+            "chat turn failed", extra={"agent": agent.slug, "conversation": conversation.pk, "reason": reason}
+        )
+        raise ModelUnavailable(
+            f"{reason} Your message was kept.", conversation_id=conversation.pk, message_id=failed.pk
+        ) from exc
+    except Exception:
+        _store_error(conversation=conversation, reason=INTERNAL_ERROR, started=started)
+        raise
+
+
+def _validated(message: object) -> str:
+    if not isinstance(message, str) or not message.strip():
+        raise InvalidMessage("The message must be non-empty text.")
+    if "\x00" in message:
+        raise InvalidMessage("The message must not contain NUL characters.")
+    limit = settings.TOKENCACHE_MAX_MESSAGE_CHARS
+    if len(message) > limit:
+        raise MessageTooLong(f"The message is {len(message)} characters long; the limit is {limit}.")
+    return message.strip()
+
+
+@transaction.atomic
+def _store_user_message(
+    *, user: AnyUser, agent: Agent, conversation: Conversation | None, text: str
+) -> tuple[Conversation, Message]:
+    if conversation is None:
+        conversation = Conversation.objects.create(agent=agent, user_id=user.pk, title=_title(text))
+    else:
+        Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())
+    return conversation, Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
+
+
+def _title(text: str) -> str:
+    line = text.splitlines()[0]
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _stored_history(*, conversation: Conversation, before: Message) -> list[tuple[str, str]]:
+    # Error answers are not part of the dialogue: the model never said them.
+    recent = (
+        conversation.messages.filter(status=Message.Status.OK, id__lt=before.pk)
+        .order_by("-id")
+        .values_list("role", "content")[:HISTORY_MESSAGES]
+    )
+    return [(role, content) for role, content in reversed(recent)]
+
+
+def _listener(on_delta: OnDelta | None) -> OnDelta | None:
+    """Forward deltas until the caller fails (a closed socket); the turn goes on regardless."""
+    if on_delta is None:
+        return None
+    listening = True
+
+    def deliver(text: str) -> None:
+        nonlocal listening
+        if listening:
+            try:
+                on_delta(text)
+            except Exception:
+                listening = False
+                logger.info("caller stopped listening; the answer will still be stored", exc_info=True)
+
+    return deliver
+
+
+def _answer(
+    *,
+    agent: Agent,
+    conversation: Conversation,
+    user_message: Message,
+    history: Sequence[tuple[str, str]],
+    on_delta: OnDelta | None,
+    max_tokens: int,
+    temperature: float,
+    started: float,
+) -> TurnResult:
+    policy = agent.ttl_policy
+    tokenizer = get_tokenizer(agent.tokenizer_spec)
+
+    retrieval_started = time.perf_counter()
+    retrieved = search_chunks(agent=agent, query=user_message.content, limit=agent.top_k)
+    retrieval_ms = _ms_since(retrieval_started)
+
+    batch = get_many(
+        tokenizer, [r.text for r in retrieved], ttl=policy.ttl_seconds, sliding=policy.sliding, agent=agent.slug
+    )
+    chunks = [
+        ContextChunk(
+            chunk_id=r.chunk_id,
+            document_id=r.document_id,
+            title=r.title,
+            text=r.text,
+            score=r.score,
+            token_ids=item.ids,
+        )
+        for r, item in zip(retrieved, batch.items, strict=True)
+    ]
+    prompt = build_prompt(
+        tokenizer=tokenizer,
+        system_prompt=agent.system_prompt,
+        chunks=chunks,
+        history=history,
+        question=user_message.content,
+        budget=agent.prompt_token_budget,
+    )
+
+    generation_started = time.perf_counter()
+    generation = backend_for(agent).generate(
+        prompt, max_tokens=max_tokens, temperature=temperature, on_delta=_listener(on_delta)
+    )
+    generation_ms = _ms_since(generation_started)
+
+    citations = _citations(prompt, generation)
+    answer = _store_answer(
+        conversation=conversation,
+        prompt=prompt,
+        batch=batch,
+        chunks=chunks,
+        generation=generation,
+        citations=citations,
+        timings={"retrieval_ms": retrieval_ms, "generation_ms": generation_ms},
+        started=started,
+    )
+    return TurnResult(
+        conversation=conversation,
+        user_message=user_message,
+        answer_message=answer,
+        answer=answer.content,
+        citations=citations,
+        cache={
+            "hits": answer.cache_hits,
+            "misses": answer.cache_misses,
+            "bypassed": answer.cache_bypassed,
+            "tokens_from_cache": answer.tokens_from_cache,
+            "tokens_tokenized": answer.tokens_tokenized,
+            "lookup_ms": answer.lookup_ms,
+        },
+        timings={
+            "retrieval_ms": answer.retrieval_ms,
+            "tokens_ms": answer.lookup_ms,
+            "generation_ms": answer.generation_ms,
+            "total_ms": answer.total_ms,
+        },
+        usage={"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
+    )
+
+
+def _citations(prompt: Prompt, generation: Generation) -> list[dict[str, Any]]:
+    by_id = {chunk.chunk_id: chunk for chunk in prompt.chunks}
+    cited = [by_id[chunk_id] for chunk_id in dict.fromkeys(generation.cited_chunk_ids) if chunk_id in by_id]
+    return [
+        {"document_id": c.document_id, "title": c.title, "chunk_id": c.chunk_id, "excerpt": _excerpt(c.text)}
+        for c in cited
+    ]
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+@transaction.atomic
+def _store_answer(
+    *,
+    conversation: Conversation,
+    prompt: Prompt,
+    batch: LookupBatch,
+    chunks: Sequence[ContextChunk],
+    generation: Generation,
+    citations: list[dict[str, Any]],
+    timings: dict[str, float],
+    started: float,
+) -> Message:
+    Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content=generation.text,
+        status=Message.Status.OK,
+        citations=citations,
+        chunk_outcomes=[
+            {"chunk_id": chunk.chunk_id, "outcome": str(item.outcome)}
+            for chunk, item in zip(chunks, batch.items, strict=True)
+        ],
+        cache_hits=batch.hits,
+        cache_misses=batch.misses + batch.corrupt,  # a corrupt entry was re-tokenized: a miss (see chunk_outcomes)
+        cache_bypassed=batch.bypassed,
+        tokens_from_cache=batch.tokens_from_cache,
+        tokens_tokenized=batch.tokens_tokenized,
+        context_tokens=sum(int(chunk.token_ids.size) for chunk in prompt.chunks),
+        prompt_tokens=generation.prompt_tokens or int(prompt.token_ids.size),
+        completion_tokens=generation.completion_tokens,
+        retrieval_ms=timings["retrieval_ms"],
+        lookup_ms=batch.seconds * 1000,
+        generation_ms=timings["generation_ms"],
+        total_ms=_ms_since(started),
+        prompt_fingerprint=prompt.fingerprint,
+        backend=generation.backend,
+        prompt_ids_echoed=generation.prompt_ids_echoed,
+    )
+
+
+def _store_error(*, conversation: Conversation, reason: str, started: float) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.ERROR,
+        error=reason,
+        total_ms=_ms_since(started),
+    )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

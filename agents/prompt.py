@@ -1,0 +1,112 @@
+"""Prompt assembly as token IDs: `[system][context chunks][history][user]` within a budget.
+
+The chunks' IDs come from the token cache; only the small framing pieces, the history
+and the question are encoded here. Every segment is encoded on its own, so the prompt's
+text is exactly the concatenation of the segments' texts and the IDs of a chunk are the
+cached ones, unchanged. The layout never varies (system first, then context, history,
+question), so a model server's prefix cache hits on the system prompt at least.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.backends.base import ContextChunk, Prompt, TokenIds
+from cachecore.tokenizers import Tokenizer
+
+CONTEXT_HEADER = "Context:\n\n"
+ROLE_LABELS = {"user": "User", "assistant": "Assistant", "system": "System"}
+
+
+@dataclass(frozen=True)
+class _Segment:
+    text: str
+    ids: TokenIds
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.size)
+
+
+def _encoded(tokenizer: Tokenizer, text: str) -> _Segment:
+    return _Segment(text, np.asarray(tokenizer.encode(text), dtype=np.uint32))
+
+
+def _chunk_segments(tokenizer: Tokenizer, number: int, chunk: ContextChunk) -> list[_Segment]:
+    return [
+        _encoded(tokenizer, f"[{number}] {chunk.title}\n"),
+        _Segment(chunk.text, np.asarray(chunk.token_ids, dtype=np.uint32)),
+        _encoded(tokenizer, "\n\n"),
+    ]
+
+
+def prompt_fingerprint(token_ids: TokenIds) -> str:
+    """sha256 of the IDs as little-endian uint32: equal fingerprints mean the same prompt, exactly."""
+    return hashlib.sha256(np.asarray(token_ids, dtype="<u4").tobytes()).hexdigest()
+
+
+def build_prompt(
+    *,
+    tokenizer: Tokenizer,
+    system_prompt: str,
+    chunks: Sequence[ContextChunk],
+    history: Sequence[tuple[str, str]],
+    question: str,
+    budget: int,
+) -> Prompt:
+    """Assemble the prompt, dropping what the budget cannot hold.
+
+    `chunks` come best first. Over budget, the lowest-ranked chunks go first, then the
+    oldest history messages; the system prompt and the question always stay, so a
+    question that alone exceeds the budget yields a prompt over it rather than no answer.
+    """
+    system = _encoded(tokenizer, f"{system_prompt.strip()}\n\n") if system_prompt.strip() else None
+    header = _encoded(tokenizer, CONTEXT_HEADER)
+    kept_chunks = list(chunks)
+    chunk_segments = [_chunk_segments(tokenizer, number, chunk) for number, chunk in enumerate(kept_chunks, 1)]
+    kept_history = list(history)
+    history_segments = [
+        _encoded(tokenizer, f"{ROLE_LABELS.get(role, role.capitalize())}: {text}\n\n") for role, text in kept_history
+    ]
+    user = _encoded(tokenizer, f"User: {question}\n\nAssistant:")
+
+    def total() -> int:
+        context = (header.size + sum(s.size for group in chunk_segments for s in group)) if chunk_segments else 0
+        return (system.size if system else 0) + context + sum(s.size for s in history_segments) + user.size
+
+    while total() > budget and chunk_segments:
+        chunk_segments.pop()
+        kept_chunks.pop()
+    while total() > budget and history_segments:
+        history_segments.pop(0)
+        kept_history.pop(0)
+
+    segments = [
+        *([system] if system else []),
+        *([header] if chunk_segments else []),
+        *(s for group in chunk_segments for s in group),
+        *history_segments,
+        user,
+    ]
+    token_ids = np.concatenate([s.ids for s in segments]).astype(np.uint32, copy=False)
+    context_text = "".join(s.text for group in chunk_segments for s in group)
+    system_message = (system_prompt.strip() + "\n\n" if system_prompt.strip() else "") + (
+        CONTEXT_HEADER + context_text if chunk_segments else ""
+    )
+    messages = [
+        *([{"role": "system", "content": system_message.strip()}] if system_message.strip() else []),
+        *({"role": role, "content": text} for role, text in kept_history),
+        {"role": "user", "content": question},
+    ]
+    return Prompt(
+        token_ids=token_ids,
+        text="".join(s.text for s in segments),
+        messages=messages,
+        chunks=tuple(kept_chunks),
+        question=question,
+        fingerprint=prompt_fingerprint(token_ids),
+    )
