@@ -14,6 +14,7 @@ The generated text is deterministic and says what the server saw, e.g.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -72,6 +73,9 @@ class FakeModelServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
+        # A per-server root path: breakers are per base URL, and the OS may hand a later test the
+        # same port, so the URL must still name only this server.
+        self._root = "/fake-" + secrets.token_hex(4)
 
     # --- lifecycle
 
@@ -81,7 +85,9 @@ class FakeModelServer:
         # Port 0 on the first start; a restart binds the same port again so a client's base URL stays valid.
         self._httpd = _QuietServer(("127.0.0.1", self._port), handler)
         self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-model-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-model-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -104,7 +110,7 @@ class FakeModelServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self._port}{self._root}"
 
     # --- what it received
 
@@ -143,8 +149,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- routing
 
+    def _route(self) -> str:
+        # Paths outside this server's root answer 404, like a different server would.
+        root = self.server_state._root
+        return self.path.removeprefix(root) if self.path.startswith(root + "/") else "/not-found"
+
     def do_GET(self) -> None:
         state = self.server_state
+        self.path = self._route()
         state._record(RecordedRequest("GET", self.path, dict(self.headers), None))
         if self.path == "/v1/models":
             created = int(time.time())
@@ -161,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         state = self.server_state
         knobs = state.knobs
+        self.path = self._route()
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         try:
             body = json.loads(raw)

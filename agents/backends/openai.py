@@ -1,0 +1,298 @@
+"""OpenAI-compatible model servers: vLLM, llama.cpp server, Ollama, and the like.
+
+A server that accepts token-ID prompts (vLLM) gets the prompt's token IDs as the `prompt`
+of `/v1/completions`, so nothing is re-tokenized and the prefix cache sees the same IDs on
+every turn; with `return_token_ids` vLLM echoes the IDs it used, which is the drift check.
+Any other server gets the chat form on `/v1/chat/completions`. Both are streamed.
+
+Every failure becomes a `BackendError` with a message fit for the user: the server being
+down, slow or failing (5xx, broken stream) is `BackendUnavailable` and counts towards the
+server's circuit breaker; a request it rejects (4xx) does not, since retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import orjson
+from django.conf import settings
+
+from agents.backends.base import BackendError, BackendUnavailable, Generation, OnDelta, Prompt
+from agents.backends.breaker import BreakerOpen, breaker_for
+
+if TYPE_CHECKING:
+    from cachecore.tokenizers import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stream:
+    """What a response said, accumulated chunk by chunk."""
+
+    parts: list[str] = field(default_factory=list)
+    echoed_ids: list[int] | None = None
+    generated_ids: int = 0
+    usage: dict[str, Any] | None = None
+    finished: bool = False
+
+
+class OpenAIBackend:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        accepts_token_ids: bool = True,
+        tokenizer: Tokenizer | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.accepts_token_ids = accepts_token_ids
+        self.tokenizer = tokenizer
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else settings.TOKENCACHE_MODEL_CONNECT_TIMEOUT
+        )
+        self.read_timeout = read_timeout if read_timeout is not None else settings.TOKENCACHE_MODEL_READ_TIMEOUT
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.model}"
+
+    def generate(
+        self, prompt: Prompt, *, max_tokens: int, temperature: float, on_delta: OnDelta | None = None
+    ) -> Generation:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        key = self._api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        if self.accepts_token_ids:
+            path = "/v1/completions"
+            # Straight from the array: the IDs on the wire are exactly the IDs the cache served.
+            payload["prompt"] = np.ascontiguousarray(prompt.token_ids)
+            payload["return_token_ids"] = True
+        else:
+            path = "/v1/chat/completions"
+            payload["messages"] = prompt.messages
+        body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+        breaker = breaker_for(self.base_url)
+        try:
+            breaker.admit()
+        except BreakerOpen as exc:
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} failed repeatedly; not calling it again for "
+                f"{max(exc.retry_in, 1):.0f} s."
+            ) from None
+        try:
+            stream = self._post(path, body, headers, on_delta)
+        except BackendUnavailable as exc:
+            breaker.record_failure(exc)
+            raise
+        except BaseException:
+            # A rejected request, or the caller's own on_delta failing: the server answered.
+            breaker.record_success()
+            raise
+        breaker.record_success()
+        return self._generation(prompt, stream)
+
+    def _api_key(self) -> str | None:
+        # Read at call time so that a rotated key needs no restart; never stored in the database.
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise BackendError(
+                f"The API key for the model server at {self.base_url} is expected in the environment "
+                f"variable {self.api_key_env}, which is not set."
+            )
+        return key
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str], on_delta: OnDelta | None) -> _Stream:
+        url = self.base_url + path
+        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=self.connect_timeout)
+        stream = _Stream()
+        try:
+            with (
+                httpx.Client(timeout=timeout) as client,
+                client.stream("POST", url, content=body, headers=headers) as response,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._status_error(response)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # Some servers ignore `stream`; one JSON answer is as good.
+                    response.read()
+                    self._absorb(stream, self._decode(response.content), on_delta)
+                    stream.finished = True
+                else:
+                    for data in _sse_data(response.iter_lines()):
+                        if data == "[DONE]":
+                            stream.finished = True
+                            break
+                        self._absorb(stream, self._decode(data), on_delta)
+        except httpx.ConnectTimeout:
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} did not accept a connection within {self.connect_timeout:g} s."
+            ) from None
+        except httpx.ConnectError:
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} is unreachable (connection refused or host not found)."
+            ) from None
+        except httpx.TimeoutException:
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} did not answer within {self.read_timeout:g} s."
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} closed the connection before the answer was complete."
+            ) from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} could not be reached ({type(exc).__name__})."
+            ) from None
+        if not stream.finished:
+            raise BackendUnavailable(
+                f"The model server at {self.base_url} ended the stream before the answer was complete."
+            )
+        return stream
+
+    def _status_error(self, response: httpx.Response) -> BackendError:
+        status = response.status_code
+        detail = _error_message(response.content) or response.reason_phrase or "no details"
+        if status >= 500:
+            return BackendUnavailable(f"The model server at {self.base_url} failed (HTTP {status}): {detail}")
+        return BackendError(f"The model server at {self.base_url} rejected the request (HTTP {status}): {detail}")
+
+    def _decode(self, data: str | bytes) -> dict[str, Any]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            raise BackendError(
+                f"The model server at {self.base_url} sent a response that is not OpenAI-compatible JSON."
+            )
+        if "error" in event:
+            message = _error_message(data) or "an error without details"
+            raise BackendUnavailable(f"The model server at {self.base_url} failed while answering: {message}")
+        return event
+
+    def _absorb(self, stream: _Stream, event: dict[str, Any], on_delta: OnDelta | None) -> None:
+        if isinstance(event.get("usage"), dict):
+            stream.usage = event["usage"]
+        # Chat completions put the echo at the top level; completions put it in the choice.
+        if isinstance(event.get("prompt_token_ids"), list):
+            stream.echoed_ids = event["prompt_token_ids"]
+        for choice in event.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            if isinstance(choice.get("prompt_token_ids"), list):
+                stream.echoed_ids = choice["prompt_token_ids"]
+            if isinstance(choice.get("token_ids"), list):
+                stream.generated_ids += len(choice["token_ids"])
+            text = _choice_text(choice)
+            if text:
+                stream.parts.append(text)
+                if on_delta is not None:
+                    on_delta(text)
+            if choice.get("finish_reason"):
+                stream.finished = True
+
+    def _generation(self, prompt: Prompt, stream: _Stream) -> Generation:
+        text = "".join(stream.parts)
+        echoed: bool | None = None
+        if self.accepts_token_ids and stream.echoed_ids is not None:
+            echoed = _same_ids(stream.echoed_ids, prompt.token_ids)
+            if not echoed:
+                logger.warning(
+                    "model server echoed different prompt token IDs (tokenizer drift)",
+                    extra={"model_server": self.base_url, "model": self.model, "fingerprint": prompt.fingerprint},
+                )
+        usage = stream.usage or {}
+        prompt_tokens = _int(usage.get("prompt_tokens"))
+        if prompt_tokens is None:
+            prompt_tokens = len(prompt.token_ids)
+        completion_tokens = _int(usage.get("completion_tokens"))
+        if completion_tokens is None:
+            completion_tokens = stream.generated_ids or self._count(text)
+        return Generation(
+            text=text,
+            cited_chunk_ids=tuple(chunk.chunk_id for chunk in prompt.chunks),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            backend=self.name,
+            prompt_ids_echoed=echoed,
+        )
+
+    def _count(self, text: str) -> int:
+        if not text:
+            return 0
+        if self.tokenizer is None:
+            return len(text.split())
+        return len(self.tokenizer.encode(text))
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The payloads of `data:` fields; comments, event names and blank separators are skipped."""
+    for line in lines:
+        if line.startswith("data:"):
+            yield line[5:].strip()
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    if isinstance(choice.get("text"), str):
+        return choice["text"]
+    for key in ("delta", "message"):
+        part = choice.get(key)
+        if isinstance(part, dict) and isinstance(part.get("content"), str):
+            return part["content"]
+    return ""
+
+
+def _error_message(content: str | bytes) -> str | None:
+    # vLLM and OpenAI: {"error": {"message": ...}}; older vLLM: {"object": "error", "message": ...};
+    # llama.cpp and others sometimes {"error": "..."}.
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+        return text.strip()[:300] or None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:300]
+    if isinstance(error, str) and error:
+        return error[:300]
+    if data.get("message"):
+        return str(data["message"])[:300]
+    return None
+
+
+def _same_ids(echoed: list[Any], sent: np.ndarray) -> bool:
+    try:
+        return np.array_equal(np.asarray(echoed, dtype=np.int64), sent.astype(np.int64))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

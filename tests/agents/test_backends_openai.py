@@ -1,0 +1,376 @@
+"""The `openai` backend against a real vLLM-compatible server on loopback (tests/support)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pytest
+from django.test import override_settings
+
+from agents.backends import BackendError, BackendUnavailable, ContextChunk, Prompt, backend_for
+from agents.backends.breaker import State, breaker_for
+from agents.backends.openai import OpenAIBackend
+from agents.models import Agent
+from cachecore.tokenizers import get_tokenizer
+from tests.support.fake_model_server import FIRST_GENERATED_ID, FakeModelServer
+
+TOKENIZER = "tiktoken:cl100k_base"
+QUESTION = "What should I do when Redis is down?"
+CHUNK_TEXTS = [
+    "When Redis is down the token cache opens its circuit breaker and chat keeps answering.",
+    "Restart Redis with the configuration in deploy/redis.conf, then watch the breaker close.",
+]
+
+
+def build_prompt(question: str = QUESTION) -> Prompt:
+    """A prompt laid out as the chat service lays it out: [system][context][user], as token IDs."""
+    tokenizer = get_tokenizer(TOKENIZER)
+    chunks = tuple(
+        ContextChunk(
+            chunk_id=10 + n,
+            document_id=100 + n,
+            title=f"Redis down, part {n + 1}",
+            text=text,
+            score=1.0 - n / 10,
+            token_ids=tokenizer.encode(text),
+        )
+        for n, text in enumerate(CHUNK_TEXTS)
+    )
+    system = "You are the support agent. Answer from the context."
+    context = "\n\n".join(chunk.text for chunk in chunks)
+    parts = [tokenizer.encode(system + "\n\n"), *(c.token_ids for c in chunks), tokenizer.encode("\n\n" + question)]
+    token_ids = np.concatenate(parts).astype(np.uint32)
+    return Prompt(
+        token_ids=token_ids,
+        text=f"{system}\n\n{context}\n\n{question}",
+        messages=[
+            {"role": "system", "content": f"{system}\n\n{context}"},
+            {"role": "assistant", "content": "Hello, how can I help?"},
+            {"role": "user", "content": question},
+        ],
+        chunks=chunks,
+        question=question,
+        fingerprint=hashlib.sha256(token_ids.tobytes()).hexdigest(),
+    )
+
+
+def backend(server: FakeModelServer, **overrides: object) -> OpenAIBackend:
+    options: dict[str, object] = {
+        "base_url": server.base_url,
+        "model": server.model,
+        "accepts_token_ids": True,
+        "tokenizer": get_tokenizer(TOKENIZER),
+        "connect_timeout": 1.0,
+        "read_timeout": 2.0,
+    }
+    options.update(overrides)
+    return OpenAIBackend(**options)  # type: ignore[arg-type]
+
+
+def test_it_sends_the_prompt_token_ids_exactly_as_built(model_server: FakeModelServer) -> None:
+    prompt = build_prompt()
+
+    backend(model_server).generate(prompt, max_tokens=64, temperature=0.1)
+
+    request = model_server.requests[-1]
+    assert request.path == "/v1/completions"
+    assert request.body["prompt"] == prompt.token_ids.tolist()
+    assert all(type(i) is int for i in request.body["prompt"])
+    assert request.body["model"] == "fake-model"
+    assert request.body["stream"] is True
+    assert request.body["return_token_ids"] is True
+    assert request.body["max_tokens"] == 64
+    assert request.body["temperature"] == pytest.approx(0.1)
+
+
+def test_streamed_deltas_arrive_in_order_and_join_to_the_answer(model_server: FakeModelServer) -> None:
+    prompt = build_prompt()
+    deltas: list[str] = []
+
+    generation = backend(model_server).generate(prompt, max_tokens=64, temperature=0.0, on_delta=deltas.append)
+
+    assert generation.text == f"Answer from fake model: received {len(prompt.token_ids)} prompt tokens."
+    assert deltas == [
+        "Answer ",
+        "from ",
+        "fake ",
+        "model: ",
+        "received ",
+        f"{len(prompt.token_ids)} ",
+        "prompt ",
+        "tokens.",
+    ]
+    assert "".join(deltas) == generation.text
+
+
+def test_deltas_reach_the_caller_while_the_server_is_still_streaming(model_server: FakeModelServer) -> None:
+    model_server.knobs.chunk_delay_seconds = 0.1
+    arrivals: list[float] = []
+    started = time.monotonic()
+
+    backend(model_server).generate(
+        build_prompt(), max_tokens=64, temperature=0.0, on_delta=lambda _: arrivals.append(time.monotonic() - started)
+    )
+
+    assert arrivals[0] < arrivals[-1] - 0.5  # the first piece came well before the last
+
+
+def test_echoed_prompt_ids_equal_to_those_sent_mean_no_drift(model_server: FakeModelServer) -> None:
+    prompt = build_prompt()
+
+    generation = backend(model_server).generate(prompt, max_tokens=64, temperature=0.0)
+
+    assert generation.prompt_ids_echoed is True
+    assert generation.prompt_tokens == len(prompt.token_ids)
+    assert generation.completion_tokens == 8
+    assert generation.backend == "openai:fake-model"
+
+
+def test_drift_is_detected_when_the_server_echoes_other_ids(model_server: FakeModelServer) -> None:
+    model_server.knobs.drift = True
+
+    generation = backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert generation.prompt_ids_echoed is False
+    assert generation.text.startswith("Answer from fake model")
+
+
+def test_a_server_that_does_not_echo_leaves_drift_unknown(model_server: FakeModelServer) -> None:
+    model_server.knobs.echo_token_ids = False
+
+    generation = backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert generation.prompt_ids_echoed is None
+
+
+def test_without_usage_from_the_server_tokens_are_counted(model_server: FakeModelServer) -> None:
+    model_server.knobs.send_usage = False
+    prompt = build_prompt()
+
+    generation = backend(model_server).generate(prompt, max_tokens=64, temperature=0.0)
+
+    assert generation.prompt_tokens == len(prompt.token_ids)
+    # the server streamed one generated ID per piece
+    assert generation.completion_tokens == 8
+    assert FIRST_GENERATED_ID not in prompt.token_ids
+
+
+def test_max_tokens_bounds_the_answer(model_server: FakeModelServer) -> None:
+    generation = backend(model_server).generate(build_prompt(), max_tokens=3, temperature=0.0)
+
+    assert generation.text == "Answer from fake "
+    assert generation.completion_tokens == 3
+
+
+def test_it_cites_the_chunks_that_were_in_the_prompt(model_server: FakeModelServer) -> None:
+    generation = backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert generation.cited_chunk_ids == (10, 11)
+
+
+def test_a_text_only_server_gets_the_chat_messages(model_server: FakeModelServer) -> None:
+    prompt = build_prompt()
+    deltas: list[str] = []
+
+    generation = backend(model_server, accepts_token_ids=False).generate(
+        prompt, max_tokens=64, temperature=0.3, on_delta=deltas.append
+    )
+
+    request = model_server.requests[-1]
+    assert request.path == "/v1/chat/completions"
+    assert request.body["messages"] == prompt.messages
+    assert "prompt" not in request.body
+    assert request.body["stream"] is True
+    assert generation.text == f"Answer from fake model: received 3 messages, the last asking: {QUESTION}"
+    assert "".join(deltas) == generation.text
+    assert generation.prompt_ids_echoed is None
+    assert generation.cited_chunk_ids == (10, 11)
+
+
+def test_the_api_key_comes_from_the_named_environment_variable(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_server.knobs.api_key = "sk-test-123"
+    monkeypatch.setenv("FAKE_MODEL_KEY", "sk-test-123")
+
+    generation = backend(model_server, api_key_env="FAKE_MODEL_KEY").generate(
+        build_prompt(), max_tokens=64, temperature=0.0
+    )
+
+    assert model_server.requests[-1].headers["Authorization"] == "Bearer sk-test-123"
+    assert generation.text.startswith("Answer from fake model")
+
+
+def test_a_missing_api_key_variable_is_a_clear_error_and_sends_nothing(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FAKE_MODEL_KEY", raising=False)
+
+    with pytest.raises(BackendError, match="environment variable FAKE_MODEL_KEY, which is not set"):
+        backend(model_server, api_key_env="FAKE_MODEL_KEY").generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert model_server.requests == []
+
+
+def test_a_wrong_api_key_is_a_backend_error_with_the_servers_message(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_server.knobs.api_key = "sk-right"
+    monkeypatch.setenv("FAKE_MODEL_KEY", "sk-wrong")
+
+    with pytest.raises(BackendError, match=r"rejected the request \(HTTP 401\): Unauthorized") as caught:
+        backend(model_server, api_key_env="FAKE_MODEL_KEY").generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert not isinstance(caught.value, BackendUnavailable)
+
+
+def test_a_rejected_request_carries_the_servers_message_and_never_trips_the_breaker(
+    model_server: FakeModelServer,
+) -> None:
+    wrong_model = backend(model_server, model="no-such-model")
+
+    for _ in range(5):
+        with pytest.raises(BackendError) as caught:
+            wrong_model.generate(build_prompt(), max_tokens=64, temperature=0.0)
+        assert not isinstance(caught.value, BackendUnavailable)
+        assert "rejected the request (HTTP 404): The model `no-such-model` does not exist." in caught.value.message
+
+    assert len(model_server.requests) == 5
+    assert breaker_for(model_server.base_url).state is State.CLOSED
+
+
+def test_a_server_that_is_down_is_unavailable_at_once(model_server: FakeModelServer) -> None:
+    model_server.stop()
+    started = time.monotonic()
+
+    with pytest.raises(BackendUnavailable, match="is unreachable") as caught:
+        backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert time.monotonic() - started < 1.0
+    assert model_server.base_url in caught.value.message
+    # a readable message, not a chained low-level traceback
+    assert caught.value.__suppress_context__
+
+
+def test_a_server_error_is_unavailable_with_the_servers_message(model_server: FakeModelServer) -> None:
+    model_server.knobs.error_status = 500
+    model_server.knobs.error_message = "CUDA out of memory"
+
+    with pytest.raises(BackendUnavailable, match=r"failed \(HTTP 500\): CUDA out of memory"):
+        backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+
+@pytest.mark.timeout(10)
+def test_a_hanging_server_times_out_as_unavailable_within_the_read_timeout(model_server: FakeModelServer) -> None:
+    model_server.knobs.hang_seconds = 30
+    started = time.monotonic()
+
+    with pytest.raises(BackendUnavailable, match=r"did not answer within 0.3 s"):
+        backend(model_server, read_timeout=0.3).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.timeout(10)
+def test_a_stream_that_stalls_midway_times_out_as_unavailable(model_server: FakeModelServer) -> None:
+    model_server.knobs.hang_seconds = 30
+    model_server.knobs.stall_after_chunks = 2
+    deltas: list[str] = []
+    started = time.monotonic()
+
+    with pytest.raises(BackendUnavailable, match=r"did not answer within 0.3 s"):
+        backend(model_server, read_timeout=0.3).generate(
+            build_prompt(), max_tokens=64, temperature=0.0, on_delta=deltas.append
+        )
+
+    assert deltas == ["Answer ", "from "]
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_connection_closed_mid_stream_is_unavailable(model_server: FakeModelServer) -> None:
+    model_server.knobs.close_after_chunks = 3
+
+    with pytest.raises(BackendUnavailable, match="closed the connection before the answer was complete"):
+        backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+
+def test_a_malformed_stream_is_a_readable_backend_error(model_server: FakeModelServer) -> None:
+    model_server.knobs.malformed_stream = True
+
+    with pytest.raises(BackendError, match="not OpenAI-compatible JSON"):
+        backend(model_server).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+
+def test_the_breaker_opens_after_three_failures_then_fails_fast_without_the_network(
+    model_server: FakeModelServer,
+) -> None:
+    model_server.knobs.error_status = 503
+    failing = backend(model_server)
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable, match="HTTP 503"):
+            failing.generate(build_prompt(), max_tokens=64, temperature=0.0)
+    assert breaker_for(model_server.base_url).state is State.OPEN
+
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="failed repeatedly; not calling it again for 30 s"):
+        failing.generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert time.monotonic() - started < 0.05
+    assert len(model_server.requests) == 3
+
+
+@pytest.mark.timeout(10)
+def test_the_breaker_opens_for_a_dead_server_and_closes_once_it_answers_again(model_server: FakeModelServer) -> None:
+    client = backend(model_server)
+    with override_settings(TOKENCACHE_MODEL_BREAKER_RESET_SECONDS=0.3):
+        breaker = breaker_for(model_server.base_url)
+    model_server.stop()
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable, match="unreachable"):
+            client.generate(build_prompt(), max_tokens=64, temperature=0.0)
+    assert breaker.state is State.OPEN
+
+    model_server.start()
+    with pytest.raises(BackendUnavailable, match="failed repeatedly"):
+        client.generate(build_prompt(), max_tokens=64, temperature=0.0)
+    time.sleep(0.35)
+    generation = client.generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert generation.text.startswith("Answer from fake model")
+    assert breaker.state is State.CLOSED
+    assert len(model_server.requests) == 1  # only the trial reached the restarted server
+
+
+def test_backend_for_an_openai_agent_reads_its_configuration(model_server: FakeModelServer) -> None:
+    agent = Agent(
+        slug="vllm",
+        backend_kind="openai",
+        backend_base_url=model_server.base_url + "/",
+        backend_model="fake-model",
+        backend_accepts_token_ids=True,
+        tokenizer_spec=TOKENIZER,
+    )
+
+    chosen = backend_for(agent)
+    generation = chosen.generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert isinstance(chosen, OpenAIBackend)
+    assert model_server.requests[-1].path == "/v1/completions"
+    assert generation.prompt_ids_echoed is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"backend_kind": "openai", "backend_model": "m"}, "has no base URL set"),
+        ({"backend_kind": "openai", "backend_base_url": "http://127.0.0.1:9"}, "has no model name set"),
+        ({"backend_kind": "ollama"}, "unknown backend kind 'ollama'"),
+    ],
+)
+def test_backend_for_a_misconfigured_agent_says_what_is_missing(fields: dict[str, str], message: str) -> None:
+    agent = Agent(slug="broken", tokenizer_spec=TOKENIZER, **fields)
+
+    with pytest.raises(BackendError, match=message):
+        backend_for(agent)
