@@ -1,0 +1,241 @@
+"""The circuit breaker around every Redis call, behind our own small interface.
+
+pybreaker keeps the state machine (closed -> open after N consecutive failures ->
+half-open after the reset timeout -> closed on a successful trial). We wrap it so
+that callers see our `State` enum and `BreakerOpen` error, never pybreaker's, and so
+that every state change becomes a gauge value, a log line and a database row.
+
+One deliberate detail: we enter pybreaker through `calling()`, not `call()`.
+`call()` holds the breaker's lock for the whole guarded call, which would let only
+one thread of the process talk to Redis at a time, and make every thread queue
+behind a stalled 5-second read. `calling()` takes the lock only to check and update
+the state; the Redis round trip itself runs unlocked.
+"""
+
+import enum
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pybreaker
+from redis.exceptions import RedisError
+
+from cachecore import metrics
+from cachecore.exceptions import CacheCoreError
+
+logger = logging.getLogger(__name__)
+
+
+class State(enum.StrEnum):
+    CLOSED = "closed"
+    HALF_OPEN = "half-open"
+    OPEN = "open"
+
+    @property
+    def gauge_value(self) -> int:
+        """0 closed, 1 half-open, 2 open: higher is worse, for alerting."""
+        return {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}[self]
+
+
+class BreakerOpen(CacheCoreError):
+    """The breaker is open: the call was skipped without touching the network."""
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Which process a breaker belongs to, as shown in the admin and in metrics."""
+
+    host: str
+    pid: int
+    role: str
+
+    @classmethod
+    def current(cls, role: str) -> "ProcessIdentity":
+        return cls(host=socket.gethostname(), pid=os.getpid(), role=role)
+
+    @property
+    def label(self) -> str:
+        return f"{self.role}@{self.host}:{self.pid}"
+
+
+@dataclass(frozen=True)
+class BreakerEvent:
+    """One state change of one breaker."""
+
+    name: str
+    old: State | None
+    new: State
+    failures: int
+    at: datetime
+
+
+BreakerListener = Callable[[BreakerEvent], None]
+
+
+def _counts_as_failure(exc: BaseException) -> bool:
+    # Only Redis trouble (connection refused, timeouts, OOM, loading...) trips the
+    # breaker; anything else is a bug in the guarded code and must not open it.
+    return isinstance(exc, RedisError)
+
+
+class _Relay(pybreaker.CircuitBreakerListener):
+    def __init__(self, breaker: "Breaker") -> None:
+        self._breaker = breaker
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        event = BreakerEvent(
+            name=self._breaker.name,
+            old=State(old_state.name) if old_state is not None else None,
+            new=State(new_state.name),
+            failures=cb.fail_counter,
+            at=datetime.now(UTC),
+        )
+        for listener in self._breaker.listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken listener must never break a Redis call
+                logger.exception("breaker listener %r failed", listener)
+
+
+class Breaker:
+    """Closed, open, half-open, per process. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        fail_max: int = 5,
+        reset_seconds: float = 60.0,
+        listeners: list[BreakerListener] | None = None,
+    ) -> None:
+        self.name = name
+        self.listeners = list(listeners or [])
+        self._cb = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            reset_timeout=reset_seconds,
+            exclude=[lambda exc: not _counts_as_failure(exc)],
+            listeners=[_Relay(self)],
+            name=name,
+            throw_new_error_on_trip=False,  # callers see the Redis error that tripped it
+        )
+
+    @property
+    def state(self) -> State:
+        return State(self._cb.current_state)
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures counted so far (reset by any success)."""
+        return self._cb.fail_counter
+
+    @property
+    def fail_max(self) -> int:
+        return self._cb.fail_max
+
+    @property
+    def reset_seconds(self) -> float:
+        return self._cb.reset_timeout
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the block as one guarded call.
+
+        Raises `BreakerOpen` at once, before the block runs, while the breaker is
+        open; a `RedisError` raised by the block counts as a failure and propagates.
+        """
+        # With throw_new_error_on_trip=False pybreaker raises its error only on entry.
+        try:
+            with self._cb.calling():
+                yield
+        except pybreaker.CircuitBreakerError as exc:
+            raise BreakerOpen(f"breaker {self.name!r} is open") from exc
+
+    def reset(self) -> None:
+        """Force the breaker closed (tests, or an operator who fixed Redis)."""
+        self._cb.close()
+
+
+def gauge_and_log(identity: ProcessIdentity) -> BreakerListener:
+    """Listener: the breaker state gauge for this process, and one log line."""
+
+    def listener(event: BreakerEvent) -> None:
+        metrics.BREAKER_STATE.labels(process=identity.label).set(event.new.gauge_value)
+        log = logger.warning if event.new is not State.CLOSED else logger.info
+        log(
+            "token cache breaker %s: %s -> %s after %d consecutive failures",
+            event.name,
+            event.old.value if event.old else "-",
+            event.new.value,
+            event.failures,
+            extra={
+                "event": "breaker_state_change",
+                "breaker": event.name,
+                "process": identity.label,
+                "old_state": event.old.value if event.old else None,
+                "new_state": event.new.value,
+                "failures": event.failures,
+            },
+        )
+
+    return listener
+
+
+class DatabaseRecorder:
+    """Listener: keeps this process's row in `BreakerProcess` up to date.
+
+    Writes happen on one background thread so that a state change never adds a
+    database write (or a SQLite lock wait) to the chat turn that noticed it, and
+    works the same when the caller runs inside an event loop or a transaction.
+    """
+
+    def __init__(self, identity: ProcessIdentity) -> None:
+        self.identity = identity
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokencache-breaker-record")
+
+    def __call__(self, event: BreakerEvent) -> None:
+        self._executor.submit(self._write, event.new, event.failures, event.at)
+
+    def register(self, breaker: Breaker) -> None:
+        """Record the process as it starts using the cache, so the admin lists it."""
+        self._executor.submit(self._write, breaker.state, breaker.failures, datetime.now(UTC))
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every queued write is done (for tests and shutdown)."""
+        done: Future[None] = self._executor.submit(lambda: None)
+        done.result(timeout=timeout)
+
+    def _write(self, state: State, failures: int, at: datetime) -> None:
+        from django.db import connection
+
+        from cachecore.models import BreakerProcess
+
+        try:
+            BreakerProcess.objects.update_or_create(
+                host=self.identity.host,
+                pid=self.identity.pid,
+                defaults={
+                    "role": self.identity.role,
+                    "state": state.value,
+                    "consecutive_failures": failures,
+                    "last_change": at,
+                },
+            )
+        except Exception as exc:  # the database may be down too: log and move on
+            logger.warning(
+                "could not record breaker state %s: %s",
+                state.value,
+                exc,
+                extra={"event": "breaker_record_failed", "process": self.identity.label},
+            )
+        finally:
+            connection.close()

@@ -1,0 +1,489 @@
+"""The token store: token IDs of many texts in one Redis round trip, safe when Redis fails.
+
+Round trips per `get_many` call, whatever the number of texts:
+  full hit        1   MGET
+  partial miss    3   MGET; claim the missing keys (SET NX PX), deleting corrupt
+                      values; write the tokenized values back (SET EX) and release
+  contended miss  +1 per poll while another process tokenizes the same text
+A Lua script could claim missing keys inside the first round trip (2 on a miss),
+but it costs about 35 us of server time on every call, hits included: more than
+the whole budget of the hit path, to save one round trip on a path that already
+pays for tokenizing. Measured in bench/cache.py's notes.
+
+Every round trip goes through the breaker. A Redis error or an open breaker never
+reaches the caller: the affected texts are tokenized here and come back as BYPASS.
+"""
+
+import enum
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from cachecore import codec, metrics
+from cachecore.breaker import Breaker, BreakerOpen, DatabaseRecorder, ProcessIdentity, gauge_and_log
+from cachecore.keys import ALL_TOKENS_PATTERN, lock_for, text_digest, token_key, tokenizer_pattern
+from cachecore.tokenizers import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    HIT = "hit"  # IDs decoded from the cache
+    MISS = "miss"  # not cached: tokenized here (and written back)
+    BYPASS = "bypass"  # Redis unavailable or breaker open: tokenized without the cache
+    CORRUPT = "corrupt"  # a bad value was found, deleted, and the text tokenized
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    ids: np.ndarray  # uint32
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class LookupBatch:
+    items: list[Lookup]
+    round_trips: int
+    seconds: float
+
+    def _count(self, outcome: Outcome) -> int:
+        return sum(1 for item in self.items if item.outcome is outcome)
+
+    @property
+    def hits(self) -> int:
+        return self._count(Outcome.HIT)
+
+    @property
+    def misses(self) -> int:
+        return self._count(Outcome.MISS)
+
+    @property
+    def bypassed(self) -> int:
+        return self._count(Outcome.BYPASS)
+
+    @property
+    def corrupt(self) -> int:
+        return self._count(Outcome.CORRUPT)
+
+    @property
+    def tokens_from_cache(self) -> int:
+        return sum(item.ids.size for item in self.items if item.outcome is Outcome.HIT)
+
+    @property
+    def tokens_tokenized(self) -> int:
+        return sum(item.ids.size for item in self.items if item.outcome is not Outcome.HIT)
+
+
+def _id_width(tokenizer: Tokenizer) -> int | None:
+    n_vocab = getattr(tokenizer, "n_vocab", None)
+    return codec.width_for(n_vocab - 1) if n_vocab else None
+
+
+class TokenStore:
+    """Token IDs cached in one Redis, behind one breaker. Thread-safe.
+
+    Commands are sent on connections borrowed from the client's pool rather than
+    through `client.execute_command`: that skips redis-py's retry policy (the
+    breaker decides what happens after a failure, and retries would multiply a
+    5-second timeout) and its per-command bookkeeping, which is a measurable share
+    of a sub-millisecond hit.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        breaker: Breaker,
+        max_value_bytes: int = 1024 * 1024,
+        lock_seconds: float = 3.0,
+    ) -> None:
+        self.client = client
+        self.breaker = breaker
+        self.max_value_bytes = max_value_bytes
+        # How long a claim on a missing text lasts; waiters give up after as long.
+        self.lock_seconds = lock_seconds
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        breaker: Breaker,
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 5.0,
+        **options: Any,
+    ) -> "TokenStore":
+        """A store on its own bounded pool (tests, benchmarks, a second Redis)."""
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=connect_timeout,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=read_timeout,
+        )
+        return cls(redis.Redis(connection_pool=pool), breaker=breaker, **options)
+
+    # -- Redis access ---------------------------------------------------------------
+
+    def _execute(self, operation: str, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send `commands` in one round trip through the breaker; raw replies in order.
+
+        Raises BreakerOpen (no network touched) or RedisError (counted, logged).
+        """
+        with self.breaker.guard():
+            pool = self.client.connection_pool
+            try:
+                connection = pool.get_connection()
+            except RedisError as exc:
+                self._failed(operation, exc)
+                raise
+            try:
+                connection.send_packed_command(connection.pack_commands(commands))
+                return [connection.read_response() for _ in commands]
+            except BaseException as exc:
+                # A half-read reply would poison the next user of this connection.
+                connection.disconnect()
+                if isinstance(exc, RedisError):
+                    self._failed(operation, exc)
+                raise
+            finally:
+                pool.release(connection)
+
+    def _failed(self, operation: str, exc: RedisError) -> None:
+        metrics.REDIS_ERRORS.labels(operation=operation).inc()
+        logger.warning(
+            "token cache %s failed, bypassing the cache: %s: %s",
+            operation,
+            type(exc).__name__,
+            exc,
+            extra={
+                "event": "redis_error",
+                "operation": operation,
+                "error": type(exc).__name__,
+                "breaker": self.breaker.name,
+                "breaker_state": self.breaker.state.value,
+                "consecutive_failures": self.breaker.failures + 1,
+            },
+        )
+
+    # -- lookups --------------------------------------------------------------------
+
+    def get_many(
+        self,
+        tokenizer: Tokenizer,
+        texts: Sequence[str],
+        *,
+        ttl: int,
+        sliding: bool = False,
+        agent: str = "",
+        digests: Sequence[str] | None = None,
+    ) -> LookupBatch:
+        """Token IDs of every text, in order, each with how it was obtained.
+
+        Never raises for Redis trouble. `ttl` (seconds) applies to values written
+        now, and with `sliding=True` is renewed on every hit. `digests`, if given,
+        must be `text_digest(text)` of the same texts (for callers that stored it
+        with the text); it spares hashing the texts on every call.
+        """
+        started = time.perf_counter()
+        if ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        if digests is None:
+            digests = [text_digest(text) for text in texts]
+        elif len(digests) != len(texts):
+            raise ValueError("digests must match texts one to one")
+        fingerprint = tokenizer.fingerprint
+        keys = [token_key(fingerprint, digest) for digest in digests]
+        if not keys:
+            return LookupBatch(items=[], round_trips=0, seconds=0.0)
+
+        round_trips = 0
+        commands: list[tuple[Any, ...]] = [("MGET", *keys)]
+        if sliding:
+            commands.extend(("EXPIRE", key, ttl) for key in keys)
+        try:
+            values: list[bytes | None] = self._execute("lookup", *commands)[0]
+            round_trips = 1
+        except (BreakerOpen, RedisError):
+            return self._finish([Lookup(tokenizer.encode(text), Outcome.BYPASS) for text in texts], 0, started, agent)
+
+        decoded = codec.decode_many(values, keys)
+        if all(ids is not None for ids in decoded):
+            items = [Lookup(ids, Outcome.HIT) for ids in decoded]  # type: ignore[arg-type]
+            return self._finish(items, round_trips, started, agent)
+
+        resolved: dict[bytes, Lookup] = {}
+        corrupt = {keys[i] for i, ids in enumerate(decoded) if ids is None and values[i] is not None}
+        missing: dict[bytes, str] = {}
+        for i, ids in enumerate(decoded):
+            if ids is None:
+                missing.setdefault(keys[i], texts[i])
+        round_trips += self._fill(tokenizer, fingerprint, missing, corrupt, ttl, resolved)
+
+        items = []
+        for i, ids in enumerate(decoded):
+            items.append(Lookup(ids, Outcome.HIT) if ids is not None else resolved[keys[i]])
+        return self._finish(items, round_trips, started, agent)
+
+    def _fill(
+        self,
+        tokenizer: Tokenizer,
+        fingerprint: str,
+        missing: dict[bytes, str],
+        corrupt: set[bytes],
+        ttl: int,
+        resolved: dict[bytes, Lookup],
+    ) -> int:
+        """Resolve missing keys into `resolved`, tokenizing each text once across processes.
+
+        Returns the number of round trips used.
+        """
+        keys = list(missing)
+        token = secrets.token_hex(8)
+        lock_ms = int(self.lock_seconds * 1000)
+        locks = {key: lock_for(key) for key in keys}
+        claim: list[tuple[Any, ...]] = [("DEL", *corrupt)] if corrupt else []
+        claim.extend(("SET", locks[key], token, "NX", "PX", lock_ms) for key in keys)
+
+        def outcome(key: bytes) -> Outcome:
+            return Outcome.CORRUPT if key in corrupt else Outcome.MISS
+
+        try:
+            replies = self._execute("claim", *claim)[1 if corrupt else 0 :]
+        except (BreakerOpen, RedisError):
+            for key in keys:
+                resolved[key] = Lookup(tokenizer.encode(missing[key]), Outcome.BYPASS)
+            return 0
+        round_trips = 1
+        claimed = [key for key, reply in zip(keys, replies, strict=True) if reply is not None]
+        contended = [key for key, reply in zip(keys, replies, strict=True) if reply is None]
+
+        tokenized = {key: tokenizer.encode(missing[key]) for key in claimed}
+        round_trips += self._write(tokenizer, tokenized, ttl, release=[locks[key] for key in claimed])
+        for key, ids in tokenized.items():
+            resolved[key] = Lookup(ids, outcome(key))
+
+        if contended:
+            waited, trips = self._wait_for(contended, locks)
+            round_trips += trips
+            for key, ids in waited.items():
+                resolved[key] = Lookup(ids, Outcome.HIT)
+            leftovers = {key: tokenizer.encode(missing[key]) for key in contended if key not in waited}
+            if leftovers:
+                round_trips += self._write(tokenizer, leftovers, ttl, release=[])
+                for key, ids in leftovers.items():
+                    resolved[key] = Lookup(ids, outcome(key))
+        return round_trips
+
+    def _wait_for(self, keys: list[bytes], locks: dict[bytes, bytes]) -> tuple[dict[bytes, np.ndarray], int]:
+        """Poll for values another process is writing, until its claim ends or expires."""
+        found: dict[bytes, np.ndarray] = {}
+        pending = list(keys)
+        deadline = time.monotonic() + self.lock_seconds
+        delay = 0.001
+        round_trips = 0
+        while pending and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            try:
+                replies = self._execute("wait", ("MGET", *pending, *[locks[key] for key in pending]))[0]
+            except (BreakerOpen, RedisError):
+                break
+            round_trips += 1
+            values, held = replies[: len(pending)], replies[len(pending) :]
+            still = []
+            for key, value, ids, lock in zip(pending, values, codec.decode_many(values, pending), held, strict=True):
+                if ids is not None:
+                    found[key] = ids
+                elif value is None and lock is not None:
+                    still.append(key)  # still being tokenized elsewhere
+                # else: the claim ended without a good value (oversized, died): tokenize here
+            pending = still
+        return found, round_trips
+
+    def _write(self, tokenizer: Tokenizer, tokenized: dict[bytes, np.ndarray], ttl: int, release: list[bytes]) -> int:
+        width = _id_width(tokenizer)
+        commands: list[tuple[Any, ...]] = []
+        for key, ids in tokenized.items():
+            value = codec.encode(ids, key=key, width=width)
+            if len(value) > self.max_value_bytes:
+                metrics.SKIPPED_WRITES.labels(reason="oversized").inc()
+                continue
+            metrics.VALUE_BYTES.observe(len(value))
+            commands.append(("SET", key, value, "EX", ttl))
+        if release:
+            commands.append(("DEL", *release))
+        if not commands:
+            return 0
+        try:
+            self._execute("write", *commands)
+        except (BreakerOpen, RedisError):
+            return 0
+        return 1
+
+    def _finish(self, items: list[Lookup], round_trips: int, started: float, agent: str) -> LookupBatch:
+        seconds = time.perf_counter() - started
+        counts: dict[Outcome, int] = {}
+        cached = tokenized = 0
+        for item in items:
+            counts[item.outcome] = counts.get(item.outcome, 0) + 1
+            if item.outcome is Outcome.HIT:
+                cached += item.ids.size
+            else:
+                tokenized += item.ids.size
+        for outcome, count in counts.items():
+            metrics.LOOKUPS.labels(agent=agent, outcome=outcome.value).inc(count)
+        if cached:
+            metrics.TOKENS.labels(source="cache").inc(cached)
+        if tokenized:
+            metrics.TOKENS.labels(source="tokenizer").inc(tokenized)
+        if Outcome.BYPASS in counts:
+            result = "bypass"
+        elif len(counts) == 1 and Outcome.HIT in counts:
+            result = "hit"
+        else:
+            result = "miss"
+        metrics.LOOKUP_SECONDS.labels(result=result).observe(seconds)
+        return LookupBatch(items=items, round_trips=round_trips, seconds=seconds)
+
+    # -- invalidation ---------------------------------------------------------------
+
+    def invalidate_texts(self, tokenizer: Tokenizer, texts: Iterable[str]) -> int:
+        """Delete the cached IDs of `texts` under `tokenizer`; returns how many existed."""
+        fingerprint = tokenizer.fingerprint
+        return self.invalidate_keys(token_key(fingerprint, text_digest(text)) for text in texts)
+
+    def invalidate_keys(self, keys: Iterable[bytes | str]) -> int:
+        """Delete a set of cache keys; returns how many existed. 0 if Redis is unavailable."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        try:
+            return int(self._execute("invalidate", ("UNLINK", *keys))[0])
+        except (BreakerOpen, RedisError):
+            return 0
+
+    def invalidate_tokenizer(self, tokenizer: Tokenizer) -> int:
+        """Delete every cached entry of `tokenizer` (SCAN in batches, never KEYS)."""
+        return self._delete_matching(tokenizer_pattern(tokenizer.fingerprint))
+
+    def _delete_matching(self, pattern: str) -> int:
+        deleted = 0
+        cursor: bytes | int = 0
+        while True:
+            try:
+                cursor, batch = self._execute("invalidate", ("SCAN", cursor, "MATCH", pattern, "COUNT", 1000))[0]
+            except (BreakerOpen, RedisError):
+                return deleted
+            deleted += self.invalidate_keys(batch)
+            if int(cursor) == 0:
+                return deleted
+
+    def usage(self, *, max_keys: int = 20_000) -> "Usage | None":
+        """Entries, bytes and tokens held in Redis (reads headers only). None if unreachable."""
+        entries = stored_bytes = tokens = 0
+        cursor: bytes | int = 0
+        try:
+            while True:
+                cursor, batch = self._execute("usage", ("SCAN", cursor, "MATCH", ALL_TOKENS_PATTERN, "COUNT", 1000))[0]
+                if batch:
+                    replies = self._execute(
+                        "usage", *[("STRLEN", key) for key in batch], *[("GETRANGE", key, 0, 11) for key in batch]
+                    )
+                    for length, header in zip(replies[: len(batch)], replies[len(batch) :], strict=True):
+                        entries += 1
+                        stored_bytes += int(length)
+                        tokens += codec.header_count(header)
+                if int(cursor) == 0 or entries >= max_keys:
+                    return Usage(entries, stored_bytes, tokens, complete=int(cursor) == 0)
+        except (BreakerOpen, RedisError):
+            return None
+
+
+@dataclass(frozen=True)
+class Usage:
+    entries: int
+    bytes: int
+    tokens: int
+    complete: bool  # False when the scan stopped at max_keys
+
+
+# -- the process-wide default store, on django-redis's "tokens" alias --------------------
+
+_default: TokenStore | None = None
+_default_pid: int | None = None
+_default_lock = threading.Lock()
+recorder: DatabaseRecorder | None = None
+
+
+def default_store() -> TokenStore:
+    """This process's store: django-redis's `tokens` pool and the process breaker.
+
+    Rebuilt after a fork (Celery's prefork workers), so a child never shares the
+    parent's sockets, breaker or recorder thread.
+    """
+    global _default, _default_pid, recorder
+    pid = os.getpid()
+    if _default is not None and _default_pid == pid:
+        return _default
+    with _default_lock:
+        if _default is None or _default_pid != pid:
+            from django_redis import get_redis_connection
+
+            identity = ProcessIdentity.current(getattr(settings, "TOKENCACHE_PROCESS_ROLE", "web"))
+            recorder = DatabaseRecorder(identity)
+            breaker = Breaker(
+                name="tokens",
+                fail_max=getattr(settings, "TOKENCACHE_BREAKER_FAIL_MAX", 5),
+                reset_seconds=getattr(settings, "TOKENCACHE_BREAKER_RESET_SECONDS", 60.0),
+                listeners=[gauge_and_log(identity), recorder],
+            )
+            metrics.BREAKER_STATE.labels(process=identity.label).set(breaker.state.gauge_value)
+            recorder.register(breaker)
+            _default = TokenStore(
+                get_redis_connection("tokens"),
+                breaker=breaker,
+                max_value_bytes=getattr(settings, "TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024),
+                lock_seconds=getattr(settings, "TOKENCACHE_LOCK_SECONDS", 3.0),
+            )
+            _default_pid = pid
+        return _default
+
+
+def get_many(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    ttl: int,
+    sliding: bool = False,
+    agent: str = "",
+    digests: Sequence[str] | None = None,
+) -> LookupBatch:
+    """`TokenStore.get_many` on the process-wide store."""
+    return default_store().get_many(tokenizer, texts, ttl=ttl, sliding=sliding, agent=agent, digests=digests)
+
+
+def invalidate_texts(tokenizer: Tokenizer, texts: Iterable[str]) -> int:
+    """`TokenStore.invalidate_texts` on the process-wide store."""
+    return default_store().invalidate_texts(tokenizer, texts)
+
+
+def invalidate_keys(keys: Iterable[bytes | str]) -> int:
+    """`TokenStore.invalidate_keys` on the process-wide store."""
+    return default_store().invalidate_keys(keys)
+
+
+def invalidate_tokenizer(tokenizer: Tokenizer) -> int:
+    """`TokenStore.invalidate_tokenizer` on the process-wide store."""
+    return default_store().invalidate_tokenizer(tokenizer)

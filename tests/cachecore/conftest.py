@@ -1,0 +1,91 @@
+"""Fixtures for the cache core: real Redis always, tokenizers that count their calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import pytest
+
+from cachecore.breaker import Breaker
+from cachecore.store import TokenStore
+from cachecore.tokenizers import Tokenizer, get_tokenizer
+from tests.redis_process import RedisProcess
+
+# Short enough that reset tests take well under a second, long enough to observe "open".
+TEST_RESET_SECONDS = 0.5
+
+
+class CountingTokenizer:
+    """Wraps a real tokenizer; counts encode calls and can be made slow."""
+
+    def __init__(self, inner: Tokenizer, *, delay: float = 0.0) -> None:
+        self.inner = inner
+        self.spec = inner.spec
+        self.fingerprint = inner.fingerprint
+        self.n_vocab = inner.n_vocab
+        self.delay = delay
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def encode(self, text: str) -> np.ndarray:
+        with self._lock:
+            self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return self.inner.encode(text)
+
+    def decode(self, ids: np.ndarray | Sequence[int]) -> str:
+        return self.inner.decode(ids)
+
+
+@pytest.fixture(scope="session")
+def cl100k() -> Tokenizer:
+    return get_tokenizer("tiktoken:cl100k_base")
+
+
+@pytest.fixture
+def counting(cl100k: Tokenizer) -> CountingTokenizer:
+    return CountingTokenizer(cl100k)
+
+
+StoreFactory = Callable[..., TokenStore]
+
+
+@pytest.fixture
+def store_on() -> Iterator[StoreFactory]:
+    """Build a TokenStore on any Redis URL with its own breaker (short test reset)."""
+    stores: list[TokenStore] = []
+
+    def build(
+        url: str, *, fail_max: int = 5, reset_seconds: float = TEST_RESET_SECONDS, **options: object
+    ) -> TokenStore:
+        breaker = Breaker(name="test", fail_max=fail_max, reset_seconds=reset_seconds)
+        timeouts = {name: options.pop(name) for name in ("connect_timeout", "read_timeout") if name in options}
+        store = TokenStore.from_url(url, breaker=breaker, **timeouts, **options)  # type: ignore[arg-type]
+        stores.append(store)
+        return store
+
+    yield build
+    for store in stores:
+        store.client.connection_pool.disconnect()
+
+
+@pytest.fixture
+def store(store_on: StoreFactory, redis_server: RedisProcess) -> TokenStore:
+    return store_on(redis_server.url(0))
+
+
+@pytest.fixture(scope="session")
+def pydoc_chunks(cl100k: Tokenizer) -> list[str]:
+    """The Python documentation shipped with Python, cut into ~300-token chunks of text."""
+    from pydoc_data.topics import topics
+
+    chunks: list[str] = []
+    for name in sorted(topics):
+        ids = cl100k.encode(topics[name])
+        for start in range(0, len(ids), 300):
+            chunks.append(cl100k.decode(ids[start : start + 300]))
+    return chunks
