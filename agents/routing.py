@@ -1,5 +1,9 @@
 """Websocket routes of this app."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, re_path
 
-websocket_urlpatterns: list[URLPattern] = []
+from agents.consumers import AgentChatConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    re_path(r"^ws/agents/(?P<slug>[^/]+)/$", AgentChatConsumer.as_asgi()),
+]

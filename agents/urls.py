@@ -1,5 +1,8 @@
-"""HTTP routes of this app."""
+"""HTTP routes of this app: the JSON API under `api/`, the OpenAI-compatible API under `v1/`."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", include("agents.api.urls")),
+    path("", include("agents.openai_api.urls")),
+]

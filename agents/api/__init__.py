@@ -1,0 +1,1 @@
+"""The JSON API: decorators that authenticate and parse, thin views that call the chat service."""

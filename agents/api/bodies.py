@@ -1,0 +1,71 @@
+"""Typed request bodies: parsed from JSON once, validated strictly, handed to views.
+
+Each body type has a `parse(data)` classmethod that raises `ApiError` or a `ChatError`;
+a view only ever sees a valid instance. The chat-message rules live here once and are
+shared by the JSON API, the OpenAI-compatible API and the websocket consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, Self
+
+from django.conf import settings
+
+from agents.api.errors import invalid_request
+from agents.errors import InvalidMessage, MessageTooLong
+
+
+class Body(Protocol):
+    @classmethod
+    def parse(cls, data: object) -> Self: ...
+
+
+def expect_object(data: object, *, allowed: Iterable[str] | None = None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    if allowed is not None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise invalid_request(f"Unknown field(s): {', '.join(unknown)}.")
+    return data
+
+
+def chat_message(value: object, *, field: str = "message") -> str:
+    """A user's chat message: text, not blank, no NUL (PostgreSQL cannot store it), within the limit."""
+    if value is None:
+        raise InvalidMessage(f"`{field}` is required.")
+    if not isinstance(value, str):
+        raise InvalidMessage(f"`{field}` must be a string.")
+    if not value.strip():
+        raise InvalidMessage(f"`{field}` must not be empty or only whitespace.")
+    if "\x00" in value:
+        raise InvalidMessage(f"`{field}` must not contain NUL characters.")
+    limit = settings.TOKENCACHE_MAX_MESSAGE_CHARS
+    if len(value) > limit:
+        raise MessageTooLong(f"`{field}` has {len(value)} characters; the limit is {limit}.")
+    return value
+
+
+def optional_id(value: object, *, field: str) -> int | None:
+    # bool is an int in Python; `true` is not an id. Range is the selector's job (404 if out of range).
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_request(f"`{field}` must be an integer or null.")
+    return value
+
+
+@dataclass(frozen=True)
+class ChatBody:
+    message: str
+    conversation_id: int | None
+
+    @classmethod
+    def parse(cls, data: object) -> Self:
+        fields = expect_object(data, allowed=("message", "conversation_id"))
+        return cls(
+            message=chat_message(fields.get("message")),
+            conversation_id=optional_id(fields.get("conversation_id"), field="conversation_id"),
+        )

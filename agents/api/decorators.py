@@ -1,0 +1,150 @@
+"""Authentication, CSRF, method, size and JSON parsing for API views, in one decorator.
+
+    @api_endpoint("POST", body=ChatBody)
+    def chat(call: ApiRequest[ChatBody], slug: str) -> HttpResponse: ...
+
+The view gets an `ApiRequest` with an authenticated user and a validated, typed body,
+or never runs: every refusal is an `ApiError` or a `ChatError`, rendered by the
+endpoint's error renderer (the JSON API's shape, or OpenAI's for `/v1`). Order of checks:
+method (405), credentials (401), CSRF for session-authenticated unsafe requests (403),
+body size (413), JSON (400), the body's own validation (400/413).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import orjson
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from agents.api.errors import ApiError, as_api_error, invalid_request, json_error
+from agents.errors import ChatError
+from agents.tokens import authenticate_token
+
+logger = logging.getLogger(__name__)
+
+B = TypeVar("B")
+ErrorRenderer = Callable[[ApiError], HttpResponse]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class ApiRequest(Generic[B]):
+    http: HttpRequest
+    user: AbstractBaseUser
+    via: Literal["session", "token"]
+    body: B
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    # Return the reason instead of Django's HTML failure page, so the error keeps the API's shape.
+    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
+        return reason
+
+
+def _no_response(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("never called: only process_request/process_view are used")
+
+
+def authenticate(request: HttpRequest) -> tuple[AbstractBaseUser, Literal["session", "token"]]:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            raise ApiError(401, "unauthorized", "Use `Authorization: Bearer <token>`.", headers=_challenge())
+        user = authenticate_token(raw.strip())
+        if user is None:
+            raise ApiError(401, "unauthorized", "The API token is invalid or revoked.", headers=_challenge())
+        request.user = user
+        return user, "token"
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        raise ApiError(401, "unauthorized", "Log in or send `Authorization: Bearer <token>`.", headers=_challenge())
+    return user, "session"
+
+
+def _challenge() -> dict[str, str]:
+    return {"WWW-Authenticate": 'Bearer realm="tokencache"'}
+
+
+def enforce_csrf(request: HttpRequest) -> None:
+    check = _CsrfCheck(_no_response)
+    check.process_request(request)
+    reason = check.process_view(request, lambda r: HttpResponse(), (), {})
+    if reason:
+        raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}.")
+
+
+def read_json(request: HttpRequest) -> object:
+    limit = settings.TOKENCACHE_MAX_BODY_BYTES
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit():
+        raise invalid_request("Content-Length must be a number.")
+    if int(declared) > limit:
+        raise _too_large(limit)
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise _too_large(limit) from None
+    if len(raw) > limit:
+        raise _too_large(limit)
+    if not raw.strip():
+        raise invalid_request("The request body is empty; send a JSON object.")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "The request body is not valid UTF-8.") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {error}.") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"The request body is larger than {limit} bytes.")
+
+
+def api_endpoint(
+    *methods: str, body: Any = None, render: ErrorRenderer = json_error
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Decorate an API view; `body` is a type with `parse(data) -> instance`, or None for no body."""
+    allowed = frozenset(methods)
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt  # checked below, after we know how the caller authenticated
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method not in allowed:
+                    raise ApiError(
+                        405,
+                        "method_not_allowed",
+                        f"{request.method} is not allowed here; use {', '.join(sorted(allowed))}.",
+                        headers={"Allow": ", ".join(sorted(allowed))},
+                    )
+                user, via = authenticate(request)
+                if via == "session" and request.method not in SAFE_METHODS:
+                    enforce_csrf(request)
+                parsed = body.parse(read_json(request)) if body is not None else None
+                return view(ApiRequest(http=request, user=user, via=via, body=parsed), *args, **kwargs)
+            except ApiError as error:
+                return render(error)
+            except ChatError as error:
+                return render(as_api_error(error))
+            except Exception:
+                # A bug, not the client's fault: logged with its traceback, answered in the API's shape.
+                logger.exception("api_unhandled_error", extra={"path": request.path})
+                return render(ApiError(500, "internal_error", "Something went wrong on our side."))
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,54 @@
+"""Interface errors and the one JSON error shape: `{"error": {"code", "message"}}`.
+
+`ApiError` covers what the HTTP layer itself refuses (401, 405, 413 body, 429, bad JSON);
+the chat service's `ChatError`s are turned into the same shape by `as_api_error`, so a
+view never builds an error response by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.http import JsonResponse
+
+from agents.errors import ChatError, ModelUnavailable
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+
+def invalid_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def as_api_error(error: ChatError) -> ApiError:
+    extra: dict[str, Any] = {}
+    if isinstance(error, ModelUnavailable):
+        # The user's message was stored: tell the client where, so it can retry in the same conversation.
+        extra = {"conversation_id": error.conversation_id, "message_id": error.message_id}
+    return ApiError(error.status, error.code, error.message, extra=extra)
+
+
+def json_error(error: ApiError) -> JsonResponse:
+    response = JsonResponse(
+        {"error": {"code": error.code, "message": error.message, **error.extra}}, status=error.status
+    )
+    for name, value in error.headers.items():
+        response[name] = value
+    return response

@@ -1,0 +1,15 @@
+"""Routes of the JSON API, mounted at the site root by `agents.urls` (paths start with `api/`)."""
+
+from django.urls import path, re_path
+
+from agents.api import views
+
+urlpatterns = [
+    path("api/agents/", views.agent_list, name="api-agents"),
+    path("api/agents/<str:slug>/chat", views.chat, name="api-chat"),
+    path("api/conversations/", views.conversation_list, name="api-conversations"),
+    path("api/conversations/<str:conversation_id>/", views.conversation_detail, name="api-conversation"),
+    path("api/schema", views.schema, name="api-schema"),
+    # Anything else under api/ answers in the API's error shape, never with Django's HTML 404.
+    re_path(r"^api/(?P<rest>.*)$", views.not_found),
+]

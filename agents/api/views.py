@@ -1,0 +1,88 @@
+"""JSON API views: parse (done by the decorator), authorize (selectors), call the service, render."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import orjson
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from agents import selectors
+from agents.api import render
+from agents.api.bodies import ChatBody
+from agents.api.decorators import ApiRequest, api_endpoint
+from agents.api.errors import ApiError, json_error
+from agents.api.ratelimit import check_chat_rate
+from agents.chat import run_turn
+from agents.errors import ConversationNotFound
+
+SCHEMA_PATH = Path(__file__).with_name("openapi.json")
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 500
+
+
+@api_endpoint("GET")
+def agent_list(call: ApiRequest[None]) -> HttpResponse:
+    return JsonResponse({"agents": [render.agent(a) for a in selectors.agents_for_user(call.user)]})
+
+
+@api_endpoint("POST", body=ChatBody)
+def chat(call: ApiRequest[ChatBody], slug: str) -> HttpResponse:
+    agent = selectors.get_agent_for_user(call.user, slug)
+    conversation = None
+    if call.body.conversation_id is not None:
+        # A conversation with another agent is refused by run_turn (403), like someone else's.
+        conversation = selectors.get_conversation_for_user(call.user, call.body.conversation_id)
+    check_chat_rate(call.user.pk)
+    result = run_turn(user=call.user, agent=agent, message=call.body.message, conversation=conversation)
+    return JsonResponse(render.turn(result))
+
+
+@api_endpoint("GET")
+def conversation_list(call: ApiRequest[None]) -> HttpResponse:
+    limit = _limit(call.http.GET.get("limit"))
+    conversations = selectors.conversations_for_user(call.user)[:limit]
+    return JsonResponse({"conversations": [render.conversation(c) for c in conversations]})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return LIST_LIMIT_DEFAULT
+    if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+        raise ApiError(400, "invalid_request", f"`limit` must be an integer from 1 to {LIST_LIMIT_MAX}.")
+    return int(raw)
+
+
+@api_endpoint("GET", "DELETE")
+def conversation_detail(call: ApiRequest[None], conversation_id: str) -> HttpResponse:
+    # The route takes any path segment so that "abc" or "-1" get this API's 404, not Django's HTML page.
+    if not conversation_id.isdigit():
+        raise ConversationNotFound(f"No conversation {conversation_id[:40]!r}.")
+    conversation = selectors.get_conversation_for_user(call.user, int(conversation_id))
+    if call.http.method == "DELETE":
+        conversation.delete()
+        return HttpResponse(status=204)
+    return JsonResponse(
+        {
+            **render.conversation(conversation),
+            "messages": [render.message(m) for m in conversation.messages.order_by("created", "id")],
+        }
+    )
+
+
+@cache
+def _schema_bytes() -> bytes:
+    # Parsed and re-serialised once: a malformed schema file fails loudly on the first request and in tests.
+    return orjson.dumps(orjson.loads(SCHEMA_PATH.read_bytes()))
+
+
+def schema(request: HttpRequest) -> HttpResponse:
+    """The OpenAPI description; public, like any API's documentation."""
+    if request.method not in ("GET", "HEAD"):
+        return json_error(ApiError(405, "method_not_allowed", "Use GET.", headers={"Allow": "GET, HEAD"}))
+    return HttpResponse(_schema_bytes(), content_type="application/json")
+
+
+def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return json_error(ApiError(404, "not_found", f"No API endpoint at {request.path[:200]!r}."))

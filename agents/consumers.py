@@ -1,0 +1,152 @@
+"""Websocket chat: `ws/agents/<slug>/`, the same turn as the JSON API, streamed frame by frame.
+
+Client frames: `{"type": "message", "message": "...", "conversation_id": <id or null>}`.
+Server frames: `{"type": "delta", "text"}`..., then `{"type": "done", "message_id",
+"conversation_id", "citations", "cache", "timings"}`, or `{"type": "error", "code", "message"}`.
+
+A bad frame gets an error frame and the socket stays open. Turns on one socket run one
+after another, in order, in a worker thread (`TurnStream`); frames keep being read
+meanwhile, so a bad frame is answered at once and a disconnect is noticed at once. On
+disconnect only the forwarding stops: the turn runs to the end and its answer is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from agents import selectors
+from agents.api import render
+from agents.api.bodies import chat_message, expect_object, optional_id
+from agents.api.errors import ApiError, as_api_error
+from agents.api.ratelimit import check_chat_rate
+from agents.api.streaming import Delta, Done, Failed, TurnStream
+from agents.errors import ChatError
+from agents.models import Agent, Conversation
+
+logger = logging.getLogger(__name__)
+
+# Close codes for refused connections (4000-4999 are the application's own).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_PERMITTED = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+@dataclass(frozen=True)
+class MessageFrame:
+    message: str
+    conversation_id: int | None
+
+
+def parse_frame(text_data: str | None, bytes_data: bytes | None) -> MessageFrame:
+    if text_data is None:
+        raise ApiError(400, "invalid_frame", "Send text frames holding JSON, not binary frames.")
+    if len(text_data.encode("utf-8", "surrogatepass")) > settings.TOKENCACHE_MAX_BODY_BYTES:
+        raise ApiError(413, "frame_too_large", f"Frames are limited to {settings.TOKENCACHE_MAX_BODY_BYTES} bytes.")
+    try:
+        data = orjson.loads(text_data)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "The frame is not valid JSON.") from None
+    fields = expect_object(data, allowed=("type", "message", "conversation_id"))
+    if fields.get("type") != "message":
+        raise ApiError(400, "unknown_type", 'The frame\'s `type` must be "message".')
+    return MessageFrame(
+        message=chat_message(fields.get("message")),
+        conversation_id=optional_id(fields.get("conversation_id"), field="conversation_id"),
+    )
+
+
+class AgentChatConsumer(AsyncWebsocketConsumer):
+    agent: Agent
+
+    async def connect(self) -> None:
+        self.turns: set[asyncio.Task[None]] = set()
+        self.in_order = asyncio.Lock()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        try:
+            self.agent = await database_sync_to_async(selectors.get_agent_for_user)(user, slug)
+        except ChatError as error:
+            await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
+            return
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for task in self.turns:
+            task.cancel()  # stops the forwarding only; TurnStream's thread finishes and stores the answer
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            frame = parse_frame(text_data, bytes_data)
+        except ApiError as error:
+            await self.send_error(error)
+            return
+        except ChatError as error:
+            await self.send_error(as_api_error(error))
+            return
+        task = asyncio.create_task(self.run_turn(frame))
+        self.turns.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.turns.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Typically the client went away while we were sending; the turn itself is unaffected.
+            logger.info("websocket_forwarding_stopped", extra={"error": repr(task.exception())})
+
+    async def run_turn(self, frame: MessageFrame) -> None:
+        async with self.in_order:
+            try:
+                conversation = await database_sync_to_async(self._authorize)(frame)
+            except ApiError as error:
+                await self.send_error(error)
+                return
+            except ChatError as error:
+                await self.send_error(as_api_error(error))
+                return
+            stream = TurnStream(
+                user=self.scope["user"], agent=self.agent, message=frame.message, conversation=conversation
+            ).start()
+            while True:
+                event = await stream.anext_event()
+                if isinstance(event, Delta):
+                    await self.send_json({"type": "delta", "text": event.text})
+                elif isinstance(event, Done):
+                    turn = render.turn(event.result)
+                    turn.pop("answer")
+                    await self.send_json({"type": "done", **turn})
+                    return
+                elif isinstance(event, Failed):
+                    error = event.error
+                    if not isinstance(error, ChatError):
+                        logger.error("websocket_turn_failed", exc_info=error)
+                    await self.send_error(
+                        as_api_error(error)
+                        if isinstance(error, ChatError)
+                        else ApiError(500, "internal_error", "Something went wrong on our side.")
+                    )
+                    return
+
+    def _authorize(self, frame: MessageFrame) -> Conversation | None:
+        user = self.scope["user"]
+        conversation = None
+        if frame.conversation_id is not None:
+            conversation = selectors.get_conversation_for_user(user, frame.conversation_id)
+        check_chat_rate(user.pk)
+        return conversation
+
+    async def send_error(self, error: ApiError) -> None:
+        await self.send_json({"type": "error", "code": error.code, "message": error.message, **error.extra})
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=orjson.dumps(payload).decode("utf-8"))

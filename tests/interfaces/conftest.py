@@ -1,0 +1,103 @@
+"""Fixtures for the interface tests: API tokens, clients per persona, a real ASGI server.
+
+`asgi_server` is uvicorn serving `tokencache_project.asgi.application` (HTTP and
+websockets, the production entry point) from a thread of the test process on a free
+loopback port. A thread rather than a subprocess, because the test database is SQLite
+in memory (shared cache): a thread sees the same database, so tests arrange rows with the
+ORM and the server answers from them, as pytest-django's own `live_server` does. Tests
+that use it must be transactional (`transactional_db`): the server's threads have their
+own connections and see only committed rows.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from django.contrib.auth.models import User
+from django.test import Client
+
+from agents.api import ratelimit
+from agents.tokens import create_api_token
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limiter() -> None:
+    # Redis is flushed before every test; a fail-open cool-down from an earlier test must not leak either.
+    ratelimit.reset_fail_open()
+
+
+@pytest.fixture
+def token_for(db: None) -> Callable[[User], str]:
+    def make(user: User) -> str:
+        return create_api_token(user=user, name="test")[1]
+
+    return make
+
+
+@pytest.fixture
+def bearer(token_for: Callable[[User], str]) -> Callable[[User], Client]:
+    """A client that authenticates with a fresh API token of `user` (no session, no CSRF)."""
+
+    def make(user: User) -> Client:
+        return Client(headers={"Authorization": f"Bearer {token_for(user)}"})
+
+    return make
+
+
+@pytest.fixture
+def session_for() -> Callable[[User], Client]:
+    """A logged-in browser session that enforces CSRF, like a real browser's would be."""
+
+    def make(user: User) -> Client:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@dataclass(frozen=True)
+class AsgiServer:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def asgi_server() -> Iterator[AsgiServer]:
+    from tokencache_project.asgi import application
+
+    port = _free_port()
+    config = uvicorn.Config(
+        application, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="websockets"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield AsgiServer("127.0.0.1", port)
+    server.should_exit = True
+    thread.join(timeout=10)
