@@ -64,7 +64,7 @@ def test_encoding_without_offline_copy_is_a_clear_configuration_error() -> None:
 
 @pytest.mark.parametrize("spec", ["nonsense", "bpe:whatever", "tiktoken:", "hf:/no/such/tokenizer.json"])
 def test_unknown_or_broken_specs_raise_tokenizer_unavailable(spec: str) -> None:
-    with pytest.raises(TokenizerUnavailable, match="tokenizer|spec"):
+    with pytest.raises(TokenizerUnavailable, match=r"tokenizer|spec"):
         get_tokenizer(spec)
 
 

@@ -1,0 +1,80 @@
+"""Concurrent misses of the same text are tokenized once, across threads and processes."""
+
+import multiprocessing
+import threading
+import time
+
+import redis
+
+from cachecore.breaker import Breaker
+from cachecore.keys import lock_for, text_digest, token_key
+from cachecore.store import Outcome, TokenStore
+from cachecore.tokenizers import get_tokenizer
+from tests.cachecore.conftest import CountingTokenizer, StoreFactory
+
+TTL = 300
+TEXT = "A chunk that every request needs at the same moment."
+
+
+def test_twenty_threads_missing_the_same_text_call_the_tokenizer_once(store: TokenStore, cl100k) -> None:
+    slow = CountingTokenizer(cl100k, delay=0.05)
+    barrier = threading.Barrier(20)
+    outcomes: list[Outcome] = []
+
+    def lookup() -> None:
+        barrier.wait()
+        item = store.get_many(slow, [TEXT], ttl=TTL).items[0]
+        assert slow.decode(item.ids) == TEXT
+        outcomes.append(item.outcome)
+
+    threads = [threading.Thread(target=lookup) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert slow.calls == 1
+    assert sorted(outcomes).count(Outcome.MISS) == 1 and len(outcomes) == 20
+
+
+def _process_lookup(url: str, counter_url: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    counter = redis.Redis.from_url(counter_url)
+
+    class Counted(CountingTokenizer):
+        def encode(self, text):  # type: ignore[no-untyped-def]
+            counter.incr("tokenizer-calls")
+            return super().encode(text)
+
+    tokenizer = Counted(get_tokenizer("tiktoken:cl100k_base"), delay=0.2)
+    store = TokenStore.from_url(url, breaker=Breaker(name="child"))
+    barrier.wait()
+    results.put(store.get_many(tokenizer, [TEXT], ttl=TTL).items[0].outcome.value)
+
+
+def test_two_processes_missing_the_same_text_call_the_tokenizer_once(redis_server) -> None:
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    children = [
+        context.Process(target=_process_lookup, args=(redis_server.url(0), redis_server.url(5), barrier, results))
+        for _ in range(2)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=20)
+        assert child.exitcode == 0
+    assert int(redis_server.client(5).get("tokenizer-calls")) == 1
+    assert sorted([results.get(timeout=1), results.get(timeout=1)]) == ["hit", "miss"]
+
+
+def test_a_dead_claim_holder_is_outwaited_and_the_text_tokenized_here(
+    store_on: StoreFactory, redis_server, counting: CountingTokenizer
+) -> None:
+    store = store_on(redis_server.url(0), lock_seconds=2.0)
+    key = token_key(counting.fingerprint, text_digest(TEXT))
+    redis_server.client().set(lock_for(key), "crashed-process", px=300)  # its holder died mid-tokenize
+    started = time.monotonic()
+    item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
+    assert 0.25 < time.monotonic() - started < 1.5
+    assert item.outcome is Outcome.MISS and counting.decode(item.ids) == TEXT
+    assert store.get_many(counting, [TEXT], ttl=TTL).items[0].outcome is Outcome.HIT
