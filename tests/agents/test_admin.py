@@ -1,0 +1,121 @@
+"""The admin: editing knowledge rebuilds chunks; tokens are shown once; records are read-only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from agents.chat import run_turn
+from agents.models import ApiToken, KnowledgeDocument
+from agents.retrieval import search_chunks
+from agents.tokens import authenticate_token, hash_token
+from tests.conftest import Demo
+
+
+@pytest.fixture
+def admin_client(root: User) -> Client:
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+def _document_form(document: KnowledgeDocument, **changes: object) -> dict[str, object]:
+    data = {
+        "agent": document.agent_id,
+        "title": document.title,
+        "source": document.source,
+        "body": document.body,
+        "chunks-TOTAL_FORMS": 0,
+        "chunks-INITIAL_FORMS": 0,
+        "chunks-MIN_NUM_FORMS": 0,
+        "chunks-MAX_NUM_FORMS": 1000,
+    }
+    data.update(changes)
+    return data
+
+
+def test_editing_a_document_body_in_the_admin_rebuilds_its_chunks(demo: Demo, admin_client: Client) -> None:
+    document = demo.agents["support"].documents.get(source="support/redis-down")
+    old_chunks = set(document.chunks.values_list("id", flat=True))
+
+    response = admin_client.post(
+        f"/admin/agents/knowledgedocument/{document.pk}/change/",
+        _document_form(document, body="# Redis down\n\nPhone the wombat hotline."),
+    )
+
+    assert response.status_code == 302
+    assert list(document.chunks.values_list("text", flat=True)) == ["# Redis down\n\nPhone the wombat hotline."]
+    assert not old_chunks & set(document.chunks.values_list("id", flat=True))
+    assert [r.source for r in search_chunks(agent=demo.agents["support"], query="wombat", limit=4)] == [
+        "support/redis-down"
+    ]
+
+
+def test_adding_a_document_in_the_admin_makes_it_searchable(demo: Demo, admin_client: Client) -> None:
+    agent = demo.agents["business"]
+    draft = KnowledgeDocument(agent=agent, title="Haiku memo", source="business/haiku", body="Quarterly haiku memo.")
+    response = admin_client.post("/admin/agents/knowledgedocument/add/", _document_form(draft))
+    assert response.status_code == 302
+    assert agent.documents.get(source="business/haiku").chunks.count() == 1
+    assert search_chunks(agent=agent, query="haiku", limit=1)[0].source == "business/haiku"
+
+
+def test_deleting_documents_in_the_admin_removes_them_from_search(demo: Demo, admin_client: Client) -> None:
+    agent = demo.agents["support"]
+    document = agent.documents.get(source="support/redis-down")
+    response = admin_client.post(
+        "/admin/agents/knowledgedocument/",
+        {"action": "delete_with_chunks", "_selected_action": [document.pk]},
+    )
+    assert response.status_code == 302
+    assert not KnowledgeDocument.objects.filter(pk=document.pk).exists()
+    assert "support/redis-down" not in [r.source for r in search_chunks(agent=agent, query="redis down", limit=8)]
+
+
+def test_the_ttl_policy_list_shows_ttl_mode_and_the_agents_using_it(demo: Demo, admin_client: Client) -> None:
+    page = admin_client.get("/admin/agents/ttlpolicy/").content.decode()
+    assert "business generation" in page and "7200" in page and "sliding" in page
+    assert '<td class="field-agents_using">documentation</td>' in page
+    assert '<td class="field-agents_using">support</td>' in page
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/agents/agent/",
+        "/admin/agents/knowledgedocument/",
+        "/admin/agents/conversation/",
+        "/admin/agents/message/",
+        "/admin/agents/apitoken/",
+        "/admin/agents/apitoken/add/",
+        "/admin/agents/agent/add/",
+    ],
+)
+def test_every_admin_page_renders(demo: Demo, admin_client: Client, path: str) -> None:
+    assert admin_client.get(path).status_code == 200
+
+
+def test_conversations_are_read_only_in_the_admin(demo: Demo, admin_client: Client, root: User) -> None:
+    conversation = run_turn(user=root, agent=demo.agents["support"], message="redis is down").conversation
+    page = admin_client.get(f"/admin/agents/conversation/{conversation.pk}/change/")
+    assert page.status_code == 200 and "redis is down" in page.content.decode()
+    assert admin_client.post(f"/admin/agents/conversation/{conversation.pk}/change/", {}).status_code == 403
+    assert admin_client.get("/admin/agents/conversation/add/").status_code == 403
+
+
+def test_creating_a_token_in_the_admin_shows_it_once_and_stores_only_its_hash(
+    demo: Demo, admin_client: Client, alice: User
+) -> None:
+    response = admin_client.post("/admin/agents/apitoken/add/", {"user": alice.pk, "name": "laptop"}, follow=True)
+
+    raw = re.search(r"is (tc_[A-Za-z0-9_-]+)", response.content.decode()).group(1)
+    token = ApiToken.objects.get(user=alice, name="laptop")
+    assert token.token_hash == hash_token(raw) and token.prefix == raw[:8]
+    assert authenticate_token(raw) == alice
+    assert raw not in admin_client.get(f"/admin/agents/apitoken/{token.pk}/change/").content.decode()
+
+    admin_client.post("/admin/agents/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    assert authenticate_token(raw) is None
