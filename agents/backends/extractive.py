@@ -24,6 +24,7 @@ MAX_SENTENCES = 4
 # Later chunks rank lower in retrieval; this much weight is lost per rank.
 RANK_DECAY = 0.15
 MIN_WORDS = 3
+FULL_SENTENCE_WORDS = 8
 # A sentence scoring below this share of the best one is not quoted.
 MIN_RELATIVE_SCORE = 0.4
 
@@ -31,6 +32,7 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 # A sentence ends at . ! ? followed by a space and something that can start a sentence.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9`])")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_UNDERLINE = re.compile(r"^([=*\-~^+_])\1{2,}$")
 
 # Stopwords never make a sentence relevant on their own, but they still add a little when the
 # rest matches: "the with statement" should prefer sentences that say "with".
@@ -75,7 +77,11 @@ class ExtractiveBackend:
                     cited.append(chunk)
                 marker = cited.index(chunk) + 1
                 pieces.append(f"{sentence.text} [{marker}]" + ("\n" if n < len(chosen) - 1 else ""))
-            sources = "; ".join(f"[{n}] {chunk.title}" for n, chunk in enumerate(cited, start=1))
+            # Two chunks of one document share a title: list it once, with both markers.
+            markers: dict[str, str] = {}
+            for n, chunk in enumerate(cited, start=1):
+                markers[chunk.title] = markers.get(chunk.title, "") + f"[{n}]"
+            sources = "; ".join(f"{marks} {title}" for title, marks in markers.items())
             pieces.append(f"\n\nSources: {sources}")
         else:
             cited = []
@@ -119,7 +125,9 @@ class ExtractiveBackend:
             if not overlap:
                 continue
             relevance = sum(idf[t] for t in overlap) + STOPWORD_WEIGHT * sum(idf[t] for t in s.terms & minor)
-            score = relevance / (1 + RANK_DECAY * s.chunk_rank)
+            # Short lines (titles, "See also" references) match densely but answer little.
+            brevity = min(1.0, len(_WORD.findall(s.text)) / FULL_SENTENCE_WORDS)
+            score = brevity * relevance / (1 + RANK_DECAY * s.chunk_rank)
             scored.append((-score, s.chunk_rank, s.position, s))
         scored.sort(key=lambda item: item[:3])
         if scored:
@@ -179,11 +187,16 @@ def _sentences(text: str) -> list[str]:
     out: list[str] = []
     in_code = False
     for paragraph in re.split(r"\n\s*\n", text):
-        lines = []
+        lines: list[str] = []
         for line in paragraph.splitlines():
             stripped = line.strip()
             if stripped.startswith("```"):
                 in_code = not in_code
+                continue
+            if _UNDERLINE.match(stripped):
+                # reStructuredText heading: the line above was its title.
+                if lines:
+                    lines.pop()
                 continue
             if in_code or not stripped or stripped.startswith("#") or line.startswith(("    ", "\t")):
                 continue
@@ -192,8 +205,11 @@ def _sentences(text: str) -> list[str]:
         flow = " ".join(lines)
         for sentence in _SENTENCE_END.split(flow):
             sentence = sentence.strip()
-            if len(_WORD.findall(sentence)) >= MIN_WORDS:
-                out.append(sentence)
+            # Not quoted: fragments, the tail of a sentence cut by a code example (lower-case start),
+            # and lead-ins to a list or example that is not quoted with them (trailing colon).
+            if len(_WORD.findall(sentence)) < MIN_WORDS or sentence[0].islower() or sentence.endswith(":"):
+                continue
+            out.append(sentence)
     return out
 
 

@@ -205,3 +205,20 @@ def test_sentences_that_merely_mention_a_common_word_are_left_out() -> None:
     text, _ = answer("How do I recover when Redis is down?")
 
     assert "The hit rate is the share of chunk lookups served from Redis." not in text
+
+
+def test_rst_headings_fragments_and_lead_ins_are_never_quoted() -> None:
+    reference = (
+        'The "with" statement\n********************\n\n'
+        'The "with" statement is used to wrap the execution of a block with methods of a context manager.\n\n'
+        'The execution of the "with" statement proceeds as follows:\n\n'
+        "   with A() as a:\n       pass\n\n"
+        "is equivalent to the with statement above.\n"
+    )
+
+    text, _ = answer("how does the with statement work", chunks=[chunk(5, 'The "with" statement', reference, 4.0)])
+
+    assert quoted(text) == [
+        'The "with" statement is used to wrap the execution of a block with methods of a context manager.'
+    ]
+    assert "***" not in text
