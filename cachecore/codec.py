@@ -122,7 +122,7 @@ def decode_many(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[n
     for width, members in groups.items():
         # Decode every row of the joined values, header rows included (their junk IDs
         # are skipped by the slicing below): strided views avoid copying per value.
-        joined = b"".join([values[i] for i, _ in members])
+        joined = b"".join([values[i] or b"" for i, _ in members])
         rows = len(joined) // width
         low = np.ndarray((rows, BLOCK_IDS), "<u2", joined, 0, (width, 2))
         ids = low.astype(np.uint32).reshape(-1)

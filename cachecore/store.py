@@ -219,9 +219,13 @@ class TokenStore:
             return self._finish([Lookup(tokenizer.encode(text), Outcome.BYPASS) for text in texts], 0, started, agent)
 
         decoded = codec.decode_many(values, keys)
-        if all(ids is not None for ids in decoded):
+        if all(ids is not None for ids in decoded):  # the hot path: no per-item bookkeeping
             items = [Lookup(ids, Outcome.HIT) for ids in decoded]  # type: ignore[arg-type]
-            return self._finish(items, round_trips, started, agent)
+            seconds = time.perf_counter() - started
+            metrics.LOOKUPS.labels(agent=agent, outcome=Outcome.HIT.value).inc(len(items))
+            metrics.TOKENS.labels(source="cache").inc(sum(item.ids.size for item in items))
+            metrics.LOOKUP_SECONDS.labels(result="hit").observe(seconds)
+            return LookupBatch(items=items, round_trips=round_trips, seconds=seconds)
 
         resolved: dict[bytes, Lookup] = {}
         corrupt = {keys[i] for i, ids in enumerate(decoded) if ids is None and values[i] is not None}

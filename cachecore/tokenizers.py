@@ -112,7 +112,7 @@ class HuggingFaceTokenizer:
         # Split special-token strings like ordinary text instead of matching them.
         self._tokenizer.encode_special_tokens = True
         self.spec = f"hf:{path}"
-        self.n_vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self.n_vocab: int | None = self._tokenizer.get_vocab_size(with_added_tokens=True)
         # The serialised tokenizer (vocabulary, merges, normaliser, pre-tokeniser) is
         # the identity: the same file at two paths shares entries.
         self.fingerprint = _fingerprint(b"hf:data", self._tokenizer.to_str().encode())

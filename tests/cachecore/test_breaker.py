@@ -23,7 +23,7 @@ def test_redis_killed_opens_the_breaker_after_five_failures_and_recovery_closes_
     redis.stop()
 
     with caplog.at_level(logging.WARNING, logger="cachecore"):
-        for attempt in range(5):
+        for _ in range(5):
             batch = store.get_many(counting, ["warm text"], ttl=TTL)
             assert batch.items[0].outcome is Outcome.BYPASS
             assert counting.decode(batch.items[0].ids) == "warm text"
