@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import numpy as np
@@ -115,6 +116,28 @@ def test_deltas_reach_the_caller_while_the_server_is_still_streaming(model_serve
     )
 
     assert arrivals[0] < arrivals[-1] - 0.5  # the first piece came well before the last
+
+
+@pytest.mark.timeout(10)
+def test_concurrent_turns_to_one_server_stream_in_parallel(model_server: FakeModelServer) -> None:
+    # The breaker guards every call; it must not hold a lock while an answer streams.
+    model_server.knobs.chunk_delay_seconds = 0.1  # 8 pieces: about 0.8 s per answer
+    client = backend(model_server)
+    texts: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda: texts.append(client.generate(build_prompt(), max_tokens=64, temperature=0).text)
+        )
+        for _ in range(3)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(texts) == 3
+    assert time.monotonic() - started < 1.6  # serialized, three answers would take 2.4 s
 
 
 def test_echoed_prompt_ids_equal_to_those_sent_mean_no_drift(model_server: FakeModelServer) -> None:
