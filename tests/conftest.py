@@ -32,6 +32,16 @@ from tests.support.fake_model_server import FakeModelServer
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # The default PBKDF2 costs about 0.3 s per persona; tests check passwords, not their strength.
+    # PBKDF2 stays listed to verify the passwords of the session's demo logins.
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
+
+
 def _user(username: str, *, groups: tuple[str, ...] = (), **flags: bool) -> User:
     user = User.objects.create_user(username=username, email=f"{username}@example.com", password=PASSWORD, **flags)
     for name in groups:
