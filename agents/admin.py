@@ -76,8 +76,7 @@ class ChunkInline(admin.TabularInline):
     """Chunks are derived from the body: shown for inspection, never edited by hand."""
 
     model = Chunk
-    fields = ["position", "token_count", "content_hash", "text"]
-    readonly_fields = fields
+    fields = readonly_fields = ("position", "token_count", "content_hash", "text")
     extra = 0
     can_delete = False
     show_change_link = False
@@ -125,8 +124,16 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["role", "status", "content", "error", "cache_hits", "cache_misses", "total_ms", "created"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "role",
+        "status",
+        "content",
+        "error",
+        "cache_hits",
+        "cache_misses",
+        "total_ms",
+        "created",
+    )
     extra = 0
     can_delete = False
 
@@ -196,10 +203,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
             kwargs["form"] = ApiTokenCreationForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.readonly_fields if obj is not None else []
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.readonly_fields if obj is not None else ["user", "name"]
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: forms.ModelForm, change: bool) -> None:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -131,7 +131,7 @@ def _store_user_message(
     *, user: AnyUser, agent: Agent, conversation: Conversation | None, text: str
 ) -> tuple[Conversation, Message]:
     if conversation is None:
-        conversation = Conversation.objects.create(agent=agent, user_id=user.pk, title=_title(text))
+        conversation = Conversation.objects.create(agent=agent, user_id=cast(int, user.pk), title=_title(text))
     else:
         Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())
     return conversation, Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)

@@ -87,6 +87,7 @@ def search_chunks(*, agent: Agent, query: str, limit: int) -> list[RetrievedChun
     if not terms or limit <= 0:
         return []
     connection = connections[Chunk.objects.db]
+    params: list[str | int | float]
     if connection.vendor == "sqlite":
         match = _fts5_match(query, terms)
         sql, params = _SQLITE_QUERY, [TITLE_WEIGHT, match, agent.pk, limit]

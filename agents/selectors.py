@@ -19,7 +19,7 @@ def agents_for_user(user: AnyUser) -> QuerySet[Agent]:
         return agents.none()
     if getattr(user, "is_superuser", False):
         return agents
-    return agents.filter(allowed_groups__user=user).distinct()
+    return agents.filter(allowed_groups__user__pk=user.pk).distinct()
 
 
 def user_may_use_agent(user: AnyUser, agent: Agent) -> bool:

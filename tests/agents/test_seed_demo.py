@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from agents.management.commands.seed_demo import DEMO_KNOWLEDGE_DIR
 from agents.models import Agent, Chunk, KnowledgeDocument, TTLPolicy
@@ -128,3 +129,9 @@ def test_it_keeps_an_operators_changes_to_agents_and_policies(demo: Demo) -> Non
 
     assert TTLPolicy.objects.get(name="support").ttl_seconds == 5400
     assert Agent.objects.get(slug="support").top_k == 6
+
+
+def test_it_refuses_to_invent_a_password_when_debug_is_off(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKENCACHE_DEMO_PASSWORD")
+    with override_settings(DEBUG=False), pytest.raises(CommandError, match="TOKENCACHE_DEMO_PASSWORD"):
+        _seed()
