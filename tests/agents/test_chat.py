@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
@@ -17,7 +20,10 @@ from agents.errors import (
 )
 from agents.knowledge import upsert_document
 from agents.models import Agent, Conversation, KnowledgeDocument, Message
+from cachecore import store
+from cachecore.breaker import Breaker
 from cachecore.keys import text_digest, token_key
+from cachecore.store import TokenStore
 from cachecore.tokenizers import get_tokenizer
 from tests.conftest import Demo
 from tests.redis_process import RedisProcess
@@ -247,3 +253,26 @@ def test_deltas_join_to_the_stored_answer(demo: Demo, alice: User) -> None:
     received: list[str] = []
     result = run_turn(user=alice, agent=demo.agents["documentation"], message=WITH_QUESTION, on_delta=received.append)
     assert "".join(received) == result.answer_message.content
+
+
+def test_with_redis_down_the_turn_still_answers_and_records_the_bypass(
+    demo: Demo, alice: User, redis_factory: Callable[..., RedisProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = redis_factory()
+    dead.stop()
+    breaker = Breaker(name="chat-test", fail_max=1, reset_seconds=60)
+    monkeypatch.setattr(store, "_default", TokenStore.from_url(dead.url(0), breaker=breaker, connect_timeout=0.5))
+    monkeypatch.setattr(store, "_default_pid", os.getpid())
+
+    healthy = run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION)
+    first, second = (run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION) for _ in range(2))
+
+    for result in (first, second):
+        record = result.answer_message
+        assert record.status == "ok"
+        assert {o["outcome"] for o in record.chunk_outcomes} == {"bypass"}
+        assert record.cache_bypassed == len(record.chunk_outcomes) and record.tokens_from_cache == 0
+        assert (
+            result.answer == healthy.answer and record.prompt_fingerprint == healthy.answer_message.prompt_fingerprint
+        )
+    assert second.answer_message.lookup_ms < 50  # the breaker is open: no waiting on a dead socket
