@@ -145,6 +145,7 @@ def api_endpoint(
                 logger.exception("api_unhandled_error", extra={"path": request.path})
                 return render(ApiError(500, "internal_error", "Something went wrong on our side."))
 
+        wrapper.allowed_methods = allowed  # type: ignore[attr-defined]  # read by the schema test
         return wrapper
 
     return decorate

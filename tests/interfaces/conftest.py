@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import uvicorn
@@ -101,3 +102,28 @@ def asgi_server() -> Iterator[AsgiServer]:
     yield AsgiServer("127.0.0.1", port)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def model_agent(demo: Any, model_server: Any) -> Any:
+    """An agent answered by the fake model server (a real HTTP server), usable by alice's group."""
+    from django.contrib.auth.models import Group
+
+    from agents.models import Agent
+
+    agent = Agent.objects.create(
+        slug="modelled",
+        name="Modelled",
+        backend_kind=Agent.BackendKind.OPENAI,
+        backend_base_url=model_server.base_url,
+        backend_model=model_server.model,
+        ttl_policy=demo.agents["support"].ttl_policy,
+    )
+    agent.allowed_groups.add(Group.objects.get_or_create(name="support")[0])
+    return agent
+
+
+def post_json(client: Client, path: str, payload: object, **extra: Any) -> Any:
+    import orjson
+
+    return client.post(path, orjson.dumps(payload), content_type="application/json", **extra)
