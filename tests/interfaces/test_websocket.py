@@ -1,0 +1,264 @@
+"""ws/agents/<slug>/: session-authenticated, origin-checked, streamed, and robust to bad frames.
+
+Tests drive the production ASGI application (`tokencache_project.asgi.application`:
+origin validator, session auth, routing) with Channels' `WebsocketCommunicator`, and
+once over a real socket with the `websockets` client against uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import websockets
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import OperationalError
+from django.test import Client
+
+from agents.models import Conversation, Message
+from tokencache_project.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUESTION = "What do I do when Redis is down?"
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return async_to_sync(fn)()
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+def communicator(path: str, *, cookie: str | None = None, origin: str = "http://testserver") -> WebsocketCommunicator:
+    headers = [(b"origin", origin.encode())]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def until_done(comm: WebsocketCommunicator, timeout: float = 10) -> list[dict[str, Any]]:
+    frames = []
+    while True:
+        frame = await comm.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] in ("done", "error"):
+            return frames
+
+
+def test_it_streams_deltas_then_done_with_the_stored_answer(demo, alice):
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": QUESTION, "conversation_id": None})
+        frames = await until_done(comm)
+        await comm.send_json_to(
+            {"type": "message", "message": "And then?", "conversation_id": frames[-1]["conversation_id"]}
+        )
+        followup = await until_done(comm)
+        await comm.disconnect()
+        return frames, followup
+
+    frames, followup = run(scenario)
+    deltas, done = frames[:-1], frames[-1]
+    assert len(deltas) > 1 and all(f["type"] == "delta" for f in deltas)
+    assert set(done) == {"type", "message_id", "conversation_id", "citations", "cache", "timings"}
+    answer = Message.objects.get(pk=done["message_id"])
+    assert "".join(f["text"] for f in deltas) == answer.content
+    assert done["citations"] == answer.citations and done["citations"]
+    assert followup[-1]["type"] == "done" and followup[-1]["conversation_id"] == done["conversation_id"]
+    assert Message.objects.filter(conversation_id=done["conversation_id"]).count() == 4
+
+
+@pytest.mark.parametrize(
+    ("persona", "path", "origin", "accepted", "close_code"),
+    [
+        ("anonymous", "/ws/agents/support/", "http://testserver", False, 4401),
+        ("bob", "/ws/agents/support/", "http://testserver", False, 4403),
+        ("alice", "/ws/agents/support/", "http://testserver", True, None),
+        ("root", "/ws/agents/support/", "http://testserver", True, None),
+        ("alice", "/ws/agents/business/", "http://testserver", False, 4403),
+        ("root", "/ws/agents/business/", "http://testserver", True, None),
+        ("alice", "/ws/agents/nope/", "http://testserver", False, 4404),
+        ("alice", "/ws/agents/support/", "http://evil.example", False, None),
+    ],
+)
+def test_who_may_connect(demo, alice, bob, root, persona, path, origin, accepted, close_code):
+    users = {"alice": alice, "bob": bob, "root": root}
+    cookie = session_cookie(users[persona]) if persona in users else None
+
+    async def scenario():
+        comm = communicator(path, cookie=cookie, origin=origin)
+        result = await comm.connect()
+        if result[0]:
+            await comm.disconnect()
+        return result
+
+    connected, code = run(scenario)
+    assert connected is accepted
+    if close_code is not None:
+        assert code == close_code
+
+
+def test_bad_frames_get_error_frames_and_the_socket_stays_usable(demo, alice, charlie):
+    charlies = Conversation.objects.create(agent=demo.agents["business"], user=charlie)
+    bad = [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_request"),
+        ('"message"', "invalid_request"),
+        ('{"type": "shout", "message": "hi"}', "unknown_type"),
+        ('{"message": "hi"}', "unknown_type"),
+        ('{"type": "message"}', "invalid_message"),
+        ('{"type": "message", "message": 42}', "invalid_message"),
+        ('{"type": "message", "message": "   "}', "invalid_message"),
+        (json.dumps({"type": "message", "message": "a" * 4001}), "message_too_long"),
+        (json.dumps({"type": "message", "message": "a" * 70_000}), "frame_too_large"),
+        ('{"type": "message", "message": "hi", "conversation_id": "7"}', "invalid_request"),
+        ('{"type": "message", "message": "hi", "conversation_id": -3}', "conversation_not_found"),
+        (json.dumps({"type": "message", "message": "hi", "conversation_id": charlies.pk}), "conversation_forbidden"),
+        ('{"type": "message", "message": "hi", "extra": 1}', "invalid_request"),
+        (b"\x00\x01binary", "invalid_frame"),
+    ]
+
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await comm.connect())[0]
+        replies = []
+        for frame, _ in bad:
+            if isinstance(frame, bytes):
+                await comm.send_to(bytes_data=frame)
+            else:
+                await comm.send_to(text_data=frame)
+            replies.append(await comm.receive_json_from(timeout=5))
+        await comm.send_json_to({"type": "message", "message": QUESTION})
+        frames = await until_done(comm)
+        await comm.disconnect()
+        return replies, frames
+
+    replies, frames = run(scenario)
+    for (frame, code), reply in zip(bad, replies, strict=True):
+        assert reply["type"] == "error" and reply["code"] == code and reply["message"], (frame[:60], reply)
+    assert frames[-1]["type"] == "done"
+    assert Message.objects.count() == 2  # only the good question and its answer
+
+
+def _wait_for_answer(timeout: float = 15) -> Message:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = Message.objects.filter(role="assistant").first()
+        except OperationalError:  # the turn's thread is writing (SQLite in memory): try again
+            answer = None
+        if answer is not None:
+            return answer
+        time.sleep(0.05)
+    raise AssertionError("the answer was never stored")
+
+
+def test_a_client_that_leaves_mid_answer_loses_nothing(model_agent, model_server, alice):
+    model_server.knobs.chunk_delay_seconds = 0.05  # about a second of streaming in all
+
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/modelled/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": "Tell me everything."})
+        first = await comm.receive_json_from(timeout=10)
+        await comm.disconnect()
+        return first
+
+    first = run(scenario)
+    assert first["type"] == "delta"
+    assert not Message.objects.filter(role="assistant").exists()  # we left before the end
+    answer = _wait_for_answer()
+    assert answer.status == "ok"
+    assert answer.content.startswith(first["text"]) and len(answer.content) > len(first["text"])
+
+
+def test_model_server_down_gives_an_error_frame_and_keeps_the_question(model_agent, model_server, alice):
+    model_server.stop()
+
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/modelled/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": "Anyone?"})
+        frames = await until_done(comm)
+        await comm.send_to(text_data="still there?")
+        after = await comm.receive_json_from(timeout=5)
+        await comm.disconnect()
+        return frames[-1], after
+
+    error, after = run(scenario)
+    assert error["type"] == "error" and error["code"] == "model_unavailable"
+    question, answer = Message.objects.order_by("pk")
+    assert question.content == "Anyone?" and answer.pk == error["message_id"] and answer.status == "error"
+    assert after["code"] == "invalid_json"  # the socket is still open and answering
+
+
+def test_rate_limit_gives_an_error_frame(demo, alice, settings):
+    settings.TOKENCACHE_CHAT_RATE_PER_MINUTE = 1
+
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": QUESTION})
+        first = await until_done(comm)
+        await comm.send_json_to({"type": "message", "message": QUESTION})
+        second = await until_done(comm)
+        await comm.disconnect()
+        return first[-1], second[-1]
+
+    first, second = run(scenario)
+    assert first["type"] == "done"
+    assert second["type"] == "error" and second["code"] == "rate_limited"
+
+
+def test_a_real_websocket_client_against_the_running_server(demo, alice, asgi_server):
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        async with websockets.connect(
+            f"{asgi_server.ws_url}/ws/agents/support/",
+            origin=asgi_server.url,
+            additional_headers={"Cookie": cookie},
+        ) as ws:
+            await ws.send("not json")
+            error = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "message", "message": QUESTION}))
+            frames = []
+            while not frames or frames[-1]["type"] not in ("done", "error"):
+                frames.append(json.loads(await ws.recv()))
+            return error, frames
+
+    error, frames = run(scenario)
+    assert error["code"] == "invalid_json"
+    done = frames[-1]
+    assert done["type"] == "done"
+    assert "".join(f["text"] for f in frames[:-1]) == Message.objects.get(pk=done["message_id"]).content
+
+
+def test_the_running_server_refuses_anonymous_sockets(demo, asgi_server):
+    async def scenario():
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(f"{asgi_server.ws_url}/ws/agents/support/", origin=asgi_server.url):
+                pass
+        return refused.value.response.status_code
+
+    assert run(scenario) == 403
