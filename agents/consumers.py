@@ -63,6 +63,13 @@ def parse_frame(text_data: str | None, bytes_data: bytes | None) -> MessageFrame
     )
 
 
+def _failure(failure: BaseException) -> ApiError:
+    if isinstance(failure, ChatError):
+        return as_api_error(failure)
+    logger.error("websocket_turn_failed", exc_info=failure)
+    return ApiError(500, "internal_error", "Something went wrong on our side.")
+
+
 class AgentChatConsumer(AsyncWebsocketConsumer):
     agent: Agent
 
@@ -127,14 +134,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                     await self.send_json({"type": "done", **turn})
                     return
                 elif isinstance(event, Failed):
-                    error = event.error
-                    if not isinstance(error, ChatError):
-                        logger.error("websocket_turn_failed", exc_info=error)
-                    await self.send_error(
-                        as_api_error(error)
-                        if isinstance(error, ChatError)
-                        else ApiError(500, "internal_error", "Something went wrong on our side.")
-                    )
+                    await self.send_error(_failure(event.error))
                     return
 
     def _authorize(self, frame: MessageFrame) -> Conversation | None:

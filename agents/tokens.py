@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from agents.models import ApiToken
@@ -25,14 +25,14 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-def create_api_token(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def create_api_token(*, user: User, name: str) -> tuple[ApiToken, str]:
     """Create a token for `user`; returns the row and the raw token, which is never stored."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name[:100], prefix=raw[:8], token_hash=hash_token(raw))
     return token, raw
 
 
-def authenticate_token(raw: str) -> AbstractBaseUser | None:
+def authenticate_token(raw: str) -> User | None:
     """The active user owning the unrevoked token `raw`, or None."""
     # Bounded so a huge header cannot cost more than a normal lookup.
     if not raw or len(raw) > 200:

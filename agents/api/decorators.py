@@ -16,13 +16,13 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import orjson
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
@@ -33,14 +33,14 @@ from agents.tokens import authenticate_token
 logger = logging.getLogger(__name__)
 
 B = TypeVar("B")
-ErrorRenderer = Callable[[ApiError], HttpResponse]
+ErrorRenderer = Callable[[ApiError], HttpResponseBase]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
 class ApiRequest(Generic[B]):
     http: HttpRequest
-    user: AbstractBaseUser
+    user: User
     via: Literal["session", "token"]
     body: B
 
@@ -55,7 +55,7 @@ def _no_response(request: HttpRequest) -> HttpResponse:
     raise AssertionError("never called: only process_request/process_view are used")
 
 
-def authenticate(request: HttpRequest) -> tuple[AbstractBaseUser, Literal["session", "token"]]:
+def authenticate(request: HttpRequest) -> tuple[User, Literal["session", "token"]]:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, raw = header.partition(" ")
@@ -69,7 +69,7 @@ def authenticate(request: HttpRequest) -> tuple[AbstractBaseUser, Literal["sessi
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         raise ApiError(401, "unauthorized", "Log in or send `Authorization: Bearer <token>`.", headers=_challenge())
-    return user, "session"
+    return cast(User, user), "session"
 
 
 def _challenge() -> dict[str, str]:
@@ -115,14 +115,14 @@ def _too_large(limit: int) -> ApiError:
 
 def api_endpoint(
     *methods: str, body: Any = None, render: ErrorRenderer = json_error
-) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate an API view; `body` is a type with `parse(data) -> instance`, or None for no body."""
     allowed = frozenset(methods)
 
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorate(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @csrf_exempt  # checked below, after we know how the caller authenticated
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 if request.method not in allowed:
                     raise ApiError(

@@ -43,14 +43,20 @@ def _text(content: object, param: str) -> str:
     raise _bad("`content` must be a string or a list of content parts.", param)
 
 
-def _optional_number(value: object, param: str, *, integer: bool, low: float, high: float) -> int | float | None:
+def _optional_int(value: object, param: str, *, low: int, high: int) -> int | None:
     if value is None:
         return None
-    types: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, types) or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        raise _bad(f"`{param}` must be {kind} from {low:g} to {high:g}.", param)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad(f"`{param}` must be an integer from {low} to {high}.", param)
     return value
+
+
+def _optional_float(value: object, param: str, *, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _bad(f"`{param}` must be a number from {low:g} to {high:g}.", param)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,6 @@ class CompletionBody:
             history=[(role, text) for role, text in turns[:-1] if role in HISTORY_ROLES and text.strip()],
             stream=stream,
             include_usage=options.get("include_usage") is True,
-            max_tokens=_optional_number(max_tokens, "max_tokens", integer=True, low=1, high=MAX_TOKENS_LIMIT),  # type: ignore[arg-type]
-            temperature=_optional_number(fields.get("temperature"), "temperature", integer=False, low=0, high=2),
+            max_tokens=_optional_int(max_tokens, "max_tokens", low=1, high=MAX_TOKENS_LIMIT),
+            temperature=_optional_float(fields.get("temperature"), "temperature", low=0, high=2),
         )

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 
 from agents import selectors
 from agents.api import render
@@ -45,11 +45,11 @@ def models(call: ApiRequest[None]) -> HttpResponse:
 
 
 @api_endpoint("POST", body=CompletionBody, render=openai_error)
-def chat_completions(call: ApiRequest[CompletionBody]) -> HttpResponse:
+def chat_completions(call: ApiRequest[CompletionBody]) -> HttpResponseBase:
     body = call.body
     agent = selectors.get_agent_for_user(call.user, body.model)
     check_chat_rate(call.user.pk)
-    turn = {
+    turn: dict[str, Any] = {
         "user": call.user,
         "agent": agent,
         "message": body.message,
