@@ -127,3 +127,21 @@ def post_json(client: Client, path: str, payload: object, **extra: Any) -> Any:
     import orjson
 
     return client.post(path, orjson.dumps(payload), content_type="application/json", **extra)
+
+
+def wait_for_answer(timeout: float = 15) -> Any:
+    """The first stored answer, waiting for a turn that runs on in its worker thread."""
+    from django.db import OperationalError
+
+    from agents.models import Message
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = Message.objects.filter(role="assistant").first()
+        except OperationalError:  # the turn's thread is writing (SQLite in memory, shared cache): try again
+            answer = None
+        if answer is not None:
+            return answer
+        time.sleep(0.05)
+    raise AssertionError("the answer was never stored")

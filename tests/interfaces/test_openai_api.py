@@ -7,13 +7,16 @@ LangChain would meet.
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import openai
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
 from agents.models import Conversation, Message
-from tests.interfaces.conftest import post_json
+from tests.interfaces.conftest import post_json, wait_for_answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -150,3 +153,28 @@ def test_sse_through_the_django_test_client_too(demo, alice, token_for):
     body = async_to_sync(collect)().decode()
     assert body.startswith('data: {"id":"chatcmpl-')
     assert body.endswith("data: [DONE]\n\n")
+
+
+def test_sse_is_sent_as_it_is_generated_not_buffered(model_agent, model_server, alice, client_for):
+    model_server.knobs.chunk_delay_seconds = 0.1
+    started = time.monotonic()
+    arrivals = [
+        time.monotonic() - started
+        for chunk in client_for(alice).chat.completions.create(
+            model="modelled", messages=[{"role": "user", "content": "Anyone?"}], stream=True
+        )
+        if chunk.choices and chunk.choices[0].delta.content
+    ]
+    assert len(arrivals) > 5
+    assert arrivals[-1] - arrivals[0] > 0.3  # spread over time, as the model produced them
+
+
+def test_a_client_that_leaves_mid_stream_loses_nothing(model_agent, model_server, alice, token_for, asgi_server):
+    model_server.knobs.chunk_delay_seconds = 0.05
+    payload = {"model": "modelled", "messages": [{"role": "user", "content": "Anyone?"}], "stream": True}
+    headers = {"Authorization": f"Bearer {token_for(alice)}"}
+    with httpx.stream("POST", f"{asgi_server.url}/v1/chat/completions", json=payload, headers=headers) as response:
+        first = next(response.iter_lines())
+    assert first.startswith("data: ")
+    answer = wait_for_answer()
+    assert answer.status == "ok" and answer.content.startswith("Answer from fake model")

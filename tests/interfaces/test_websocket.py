@@ -8,7 +8,6 @@ once over a real socket with the `websockets` client against uvicorn.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,10 +16,10 @@ import websockets
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import OperationalError
 from django.test import Client
 
 from agents.models import Conversation, Message
+from tests.interfaces.conftest import wait_for_answer
 from tokencache_project.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -154,19 +153,6 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_usable(demo, alice, ch
     assert Message.objects.count() == 2  # only the good question and its answer
 
 
-def _wait_for_answer(timeout: float = 15) -> Message:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            answer = Message.objects.filter(role="assistant").first()
-        except OperationalError:  # the turn's thread is writing (SQLite in memory): try again
-            answer = None
-        if answer is not None:
-            return answer
-        time.sleep(0.05)
-    raise AssertionError("the answer was never stored")
-
-
 def test_a_client_that_leaves_mid_answer_loses_nothing(model_agent, model_server, alice):
     model_server.knobs.chunk_delay_seconds = 0.05  # about a second of streaming in all
 
@@ -183,7 +169,7 @@ def test_a_client_that_leaves_mid_answer_loses_nothing(model_agent, model_server
     first = run(scenario)
     assert first["type"] == "delta"
     assert not Message.objects.filter(role="assistant").exists()  # we left before the end
-    answer = _wait_for_answer()
+    answer = wait_for_answer()
     assert answer.status == "ok"
     assert answer.content.startswith(first["text"]) and len(answer.content) > len(first["text"])
 
