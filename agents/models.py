@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
+
+from cachecore.exceptions import TokenizerUnavailable
+from cachecore.tokenizers import get_tokenizer
 
 
 class TTLPolicy(models.Model):
@@ -98,6 +103,32 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Refuse an agent that would fail on its first chat turn, naming what is wrong.
+
+        A `server:` tokenizer is only checked for a well-formed URL: contacting the
+        model server here would make the admin unusable while that server is down.
+        """
+        errors: dict[str, str] = {}
+        kind, _, argument = self.tokenizer_spec.partition(":")
+        if kind == "server":
+            try:
+                URLValidator(schemes=["http", "https"])(argument)
+            except ValidationError:
+                errors["tokenizer_spec"] = f"server: needs an http(s) base URL, not {argument!r}."
+        else:
+            try:
+                get_tokenizer(self.tokenizer_spec)
+            except TokenizerUnavailable as exc:
+                errors["tokenizer_spec"] = str(exc)
+        if self.backend_kind == self.BackendKind.OPENAI:
+            if not self.backend_base_url:
+                errors["backend_base_url"] = "An OpenAI-compatible backend needs the server's base URL."
+            if not self.backend_model:
+                errors["backend_model"] = "An OpenAI-compatible backend needs the model name the server serves."
+        if errors:
+            raise ValidationError(errors)
 
 
 class KnowledgeDocument(models.Model):
