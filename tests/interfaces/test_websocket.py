@@ -248,3 +248,24 @@ def test_the_running_server_refuses_anonymous_sockets(demo, asgi_server):
         return refused.value.response.status_code
 
     assert run(scenario) == 403
+
+
+def test_websocket_chat_keeps_working_when_redis_is_down(demo, alice, settings, redis_factory):
+    # The consumer needs no channel layer, so a dead channel-layer Redis must not matter (invariant 4).
+    dead = redis_factory()
+    dead.stop()
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [dead.url(2)]}}
+    }
+    settings.REDIS_URL = dead.url(0)
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": QUESTION})
+        frames = await until_done(comm)
+        await comm.disconnect()
+        return frames
+
+    assert run(scenario)[-1]["type"] == "done"
