@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
 from agents.api import render
@@ -77,6 +78,8 @@ def _schema_bytes() -> bytes:
     return orjson.dumps(orjson.loads(SCHEMA_PATH.read_bytes()))
 
 
+# csrf_exempt: these views change nothing, and Django's CSRF failure page would break the error shape.
+@csrf_exempt
 def schema(request: HttpRequest) -> HttpResponse:
     """The OpenAPI description; public, like any API's documentation."""
     if request.method not in ("GET", "HEAD"):
@@ -84,5 +87,6 @@ def schema(request: HttpRequest) -> HttpResponse:
     return HttpResponse(_schema_bytes(), content_type="application/json")
 
 
+@csrf_exempt
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return json_error(ApiError(404, "not_found", f"No API endpoint at {request.path[:200]!r}."))

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
 from agents.api import render
@@ -158,5 +159,6 @@ async def _sse(
     yield b"data: [DONE]\n\n"
 
 
+@csrf_exempt  # changes nothing; Django's CSRF failure page would break the error shape
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return openai_error(ApiError(404, "not_found", f"No endpoint at {request.path[:200]!r}."))

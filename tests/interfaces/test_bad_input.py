@@ -200,3 +200,20 @@ def test_a_bad_request_costs_no_rate_limit_budget(demo, alice, token_for, settin
         assert post_json(client, CHAT, {"message": ""}).status_code == 400
     assert post_json(client, CHAT, {"message": "How do I log in?"}).status_code == 200
     assert ApiToken.objects.filter(user=alice).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/api/schema", 405),
+        ("POST", "/api/nothing-here", 404),
+        ("DELETE", "/v1/embeddings", 404),
+        ("POST", CHAT, 401),
+        ("PUT", "/api/agents/", 405),
+    ],
+)
+def test_json_errors_even_where_django_would_answer_a_csrf_failure_page(db, method, path, status):
+    # A client with no cookies at all, as curl is, and Django's CSRF middleware active.
+    response = Client(enforce_csrf_checks=True).generic(method, path, b"{}", content_type="application/json")
+    assert response.status_code == status
+    assert response.json()["error"]["code"]
