@@ -103,9 +103,32 @@ def _check(value: bytes, key: bytes) -> tuple[int, int] | None:
         return None
     if len(value) != width * (1 + -(-count // BLOCK_IDS)):
         return None
-    if zlib.crc32(memoryview(value)[width:], zlib.crc32(key)) != crc:
+    if zlib.crc32(memoryview(value)[width:], _seed(key)) != crc:
         return None
     return width, count
+
+
+# CRC-32 of recently seen keys: the seeds of their values' checksums. A context asks
+# for the same few dozen keys request after request, and a dict lookup costs a fifth
+# of zlib.crc32 on an 80-byte key. Cleared wholesale when full: bounded, no LRU upkeep.
+_KEY_SEEDS: dict[bytes, int] = {}
+_KEY_SEEDS_MAX = 100_000
+
+
+def _seed(key: bytes) -> int:
+    seed = _KEY_SEEDS.get(key)
+    if seed is None:
+        if len(_KEY_SEEDS) >= _KEY_SEEDS_MAX:
+            _KEY_SEEDS.clear()
+        seed = _KEY_SEEDS[key] = zlib.crc32(key)
+    return seed
+
+
+def _seeds(keys: Sequence[bytes]) -> list[int]:
+    try:
+        return [_KEY_SEEDS[key] for key in keys]
+    except KeyError:
+        return [_seed(key) for key in keys]
 
 
 def decode_many(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np.ndarray | None]:
@@ -114,23 +137,85 @@ def decode_many(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[n
     Callers tell missing from corrupt by looking at `values[i] is None`. The arrays
     are non-overlapping views into one buffer per width.
     """
+    decoded = decode_all(values, keys)
+    if decoded is not None:
+        return decoded  # type: ignore[return-value]
+    return _decode_one_by_one(values, keys)
+
+
+def decode_all(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np.ndarray] | None:
+    """The hit path: the IDs of every value if all are present, sound and of one width; else None.
+
+    The same checks as `_check`, inlined in one loop, and one numpy decode for the
+    whole batch. Deliberately not vectorised further: gathering and comparing the
+    headers as numpy arrays measured faster in a tight loop (52 vs 43 us for 29
+    values) but slower in a real request, where the CPU caches are cold (tiktoken,
+    the database and the socket have just run): ~30 distinct numpy calls cost more
+    to bring back into cache than 29 turns of one small Python loop (89 vs 57 us).
+    Any failure hands the batch to `decode_many`'s one-by-one path, which finds the
+    culprits; only batches that go on to tokenize something take it.
+    """
+    if not values or None in values:  # `in` tests identity before equality: cheap on bytes
+        return None
+    first = values[0]
+    if first is None or len(first) < _HEADER.size:
+        return None
+    width = first[3]  # every value must share the first one's width
+    if not MIN_WIDTH <= width <= MAX_WIDTH:
+        return None
+    unpack = _HEADER.unpack_from
+    crc32 = zlib.crc32
+    counts = []
+    for value, seed in zip(values, _seeds(keys), strict=True):
+        if value is None or len(value) < _HEADER.size:
+            return None
+        magic, version, value_width, count, crc = unpack(value)
+        if (
+            magic != MAGIC
+            or version != VERSION
+            or value_width != width
+            # Whole blocks, one header block first: truncation or padding changes the length.
+            or len(value) != width * ((count + 2 * BLOCK_IDS - 1) // BLOCK_IDS)
+            or crc32(memoryview(value)[width:], seed) != crc
+        ):
+            return None
+        counts.append(count)
+    ids = _unpack(b"".join(values), width)  # type: ignore[arg-type]
+    out = []
+    start = BLOCK_IDS  # each value's IDs start after its header row
+    for count in counts:
+        out.append(ids[start : start + count])
+        start += (count + 2 * BLOCK_IDS - 1) // BLOCK_IDS * BLOCK_IDS
+    return out
+
+
+def _decode_one_by_one(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np.ndarray | None]:
+    """Any batch: each value checked on its own, the good ones decoded per width."""
     out: list[np.ndarray | None] = [None] * len(values)
     groups: dict[int, list[tuple[int, int]]] = {}
     for i, value in enumerate(values):
         if value is not None and (checked := _check(value, keys[i])) is not None:
             groups.setdefault(checked[0], []).append((i, checked[1]))
     for width, members in groups.items():
-        # Decode every row of the joined values, header rows included (their junk IDs
-        # are skipped by the slicing below): strided views avoid copying per value.
-        joined = b"".join([values[i] or b"" for i, _ in members])
-        rows = len(joined) // width
-        low = np.ndarray((rows, BLOCK_IDS), "<u2", joined, 0, (width, 2))
-        ids = low.astype(np.uint32).reshape(-1)
-        for j in range(width - MIN_WIDTH):
-            high = np.ndarray((rows,), np.uint8, joined, 16 + j, (width,))
-            ids |= _HIGH_BITS[j][high].reshape(-1)
+        ids = _unpack(b"".join([values[i] or b"" for i, _ in members]), width)
         start = BLOCK_IDS  # skip the first header row
         for i, count in members:
             out[i] = ids[start : start + count]
             start += (1 + -(-count // BLOCK_IDS)) * BLOCK_IDS
     return out
+
+
+def _unpack(joined: bytes, width: int) -> np.ndarray:
+    """Every row of values joined end to end, 8 IDs per row, header rows included.
+
+    Strided views over the bytes avoid copying per value; callers slice the header
+    rows' junk IDs away.
+    """
+    rows = len(joined) // width
+    low = np.ndarray((rows, BLOCK_IDS), "<u2", joined, 0, (width, 2))
+    ids = low.astype(np.uint32).reshape(-1)
+    for j in range(width - MIN_WIDTH):
+        high = np.ndarray((rows,), np.uint8, joined, 16 + j, (width,))
+        # take(), not table[high]: same result, several times faster for this shape.
+        ids |= _HIGH_BITS[j].take(high, axis=0).reshape(-1)
+    return ids

@@ -51,3 +51,56 @@ def test_truncated_flipped_and_misplaced_values_are_rejected() -> None:
             codec.decode(bad, key=KEY)
     with pytest.raises(CorruptValue):  # same bytes under another text's or tokenizer's key
         codec.decode(value, key=b"tc:v1:tok:otherfp:digest")
+
+
+def _batch(n: int = 29) -> tuple[list[bytes], list[bytes], list[np.ndarray]]:
+    rng = np.random.default_rng(n)
+    arrays = [rng.integers(0, 100_277, size=int(rng.integers(1, 400)), dtype=np.uint32) for _ in range(n)]
+    keys = [f"tc:v1:tok:fp:{i:064x}".encode() for i in range(n)]
+    return [codec.encode(ids, key=key, width=17) for ids, key in zip(arrays, keys, strict=True)], keys, arrays
+
+
+def test_a_full_hit_batch_decodes_in_one_pass_like_the_general_path() -> None:
+    values, keys, arrays = _batch()
+    decoded = codec.decode_all(values, keys)
+    assert decoded is not None
+    assert all(np.array_equal(got, want) for got, want in zip(decoded, arrays, strict=True))
+    assert all(got.dtype == np.uint32 for got in decoded)
+
+
+def test_one_bad_value_in_a_batch_is_pinpointed_and_the_others_still_decode() -> None:
+    values, keys, arrays = _batch()
+    good = values[5]
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x10
+    header_flipped = bytearray(good)
+    header_flipped[4] ^= 0x01  # the count
+    other_key = codec.encode(arrays[5], key=b"tc:v1:tok:otherfp:digest", width=17)
+    for bad in (good[:-1], good[:-17], good + b"\0" * 17, bytes(flipped), other_key, b""):
+        batch = [*values[:5], bad, *values[6:]]
+        assert codec.decode_all(batch, keys) is None
+        decoded = codec.decode_many(batch, keys)
+        assert decoded[5] is None
+        assert all(np.array_equal(decoded[i], arrays[i]) for i in range(len(arrays)) if i != 5)  # type: ignore[arg-type]
+
+
+def test_missing_values_and_mixed_widths_take_the_general_path() -> None:
+    values, keys, arrays = _batch(4)
+    assert codec.decode_all([None, *values[1:]], keys) is None
+    wide = codec.encode(arrays[2], key=keys[2], width=20)
+    mixed = [values[0], values[1], wide, values[3]]
+    assert codec.decode_all(mixed, keys) is None
+    decoded = codec.decode_many(mixed, keys)
+    assert all(np.array_equal(got, want) for got, want in zip(decoded, arrays, strict=True))  # type: ignore[arg-type]
+
+
+def test_the_key_seed_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_KEY_SEEDS", {})
+    monkeypatch.setattr(codec, "_KEY_SEEDS_MAX", 10)
+    values, keys, _ = _batch(25)
+    decoded = codec.decode_all(values, keys)
+    assert decoded is not None and len(codec._KEY_SEEDS) <= 25
+    for i in range(100):
+        codec.decode_many([values[0]], [keys[0]])
+        codec._seed(f"key {i}".encode())
+    assert len(codec._KEY_SEEDS) <= 10
