@@ -10,14 +10,17 @@ block of 8 IDs is exactly `width` bytes: cl100k_base (vocabulary 100,277, 17 bit
 costs 2.125 bytes per token, where uint16 would be wrong (about 1.6% of English
 IDs are >= 65,536) and uint32 would waste a quarter.
 
-The header is padded to one block (magic, version, width, count, CRC-32) so that
+The header is padded to one block (CRC-32, magic, version, width, count) so that
 every value is a whole number of equal blocks: a batch of values joined end to end
 is one 2-D array, and `decode_many` unpacks a whole MGET reply with a handful of
 numpy operations instead of several per value.
 
-The CRC-32 covers the blocks and is seeded with the CRC-32 of the Redis key, which
-binds a value to its key: bytes copied from another text or another tokenizer's key
-fail the check just as truncated or flipped bytes do.
+The CRC-32 comes first and covers everything after it (the rest of the header and
+the blocks), and is seeded with the CRC-32 of the Redis key, which binds a value to
+its key: bytes copied from another text or another tokenizer's key fail the check
+just as truncated or flipped bytes do. Version 1 put the CRC last in the header and
+covered only the blocks, so a flipped bit in the count could go unnoticed (one ID
+more or fewer, read from the zero padding); version 2 closes that.
 """
 
 import struct
@@ -29,12 +32,13 @@ import numpy as np
 from cachecore.exceptions import CorruptValue
 
 MAGIC = b"TK"
-VERSION = 1
+VERSION = 2  # 1: CRC after the count, over the blocks only (see above)
 MIN_WIDTH = 16
 MAX_WIDTH = 32
 BLOCK_IDS = 8
 
-_HEADER = struct.Struct("<2sBBII")  # magic, version, width, count, crc32
+_HEADER = struct.Struct("<I2sBBI")  # crc32 (of all that follows), magic, version, width, count
+_CRC_SIZE = 4
 
 # _HIGH_BITS[j][byte] = the 8 IDs' contributions of bit (16 + j) packed in `byte`:
 # one table lookup replaces unpackbits + astype + shift on the hot path.
@@ -72,18 +76,26 @@ def encode(ids: np.ndarray, *, key: bytes, width: int | None = None) -> bytes:
     for j in range(width - MIN_WIDTH):
         bits = ((lanes >> (MIN_WIDTH + j)) & 1).astype(np.uint8)
         body[:, 16 + j] = np.packbits(bits, axis=1, bitorder="little")[:, 0]
-    payload = body.tobytes()
-    crc = zlib.crc32(payload, zlib.crc32(key))
-    header = _HEADER.pack(MAGIC, VERSION, width, count, crc).ljust(width, b"\0")
-    return header + payload
+    covered = _HEADER.pack(0, MAGIC, VERSION, width, count)[_CRC_SIZE:].ljust(width - _CRC_SIZE, b"\0")
+    covered += body.tobytes()
+    return zlib.crc32(covered, zlib.crc32(key)).to_bytes(_CRC_SIZE, "little") + covered
 
 
 def header_count(header: bytes) -> int:
     """Token count from the first bytes of a value (0 if they are not a header)."""
     if len(header) < _HEADER.size:
         return 0
-    magic, version, _, count, _ = _HEADER.unpack_from(header)
+    _, magic, version, _, count = _HEADER.unpack_from(header)
     return int(count) if magic == MAGIC and version == VERSION else 0
+
+
+def is_older_format(value: bytes) -> bool:
+    """Whether `value` is a token value of format version 1 (written before the upgrade).
+
+    Such values are rejected like corrupt ones, but the store counts them as misses:
+    they are expected once after an upgrade, and are not damage.
+    """
+    return value[:3] == MAGIC + b"\x01"
 
 
 def decode(value: bytes, *, key: bytes) -> np.ndarray:
@@ -98,12 +110,12 @@ def _check(value: bytes, key: bytes) -> tuple[int, int] | None:
     """(width, count) of a value that passes every check, else None."""
     if len(value) < _HEADER.size:
         return None
-    magic, version, width, count, crc = _HEADER.unpack_from(value)
+    crc, magic, version, width, count = _HEADER.unpack_from(value)
     if magic != MAGIC or version != VERSION or not MIN_WIDTH <= width <= MAX_WIDTH:
         return None
     if len(value) != width * (1 + -(-count // BLOCK_IDS)):
         return None
-    if zlib.crc32(memoryview(value)[width:], _seed(key)) != crc:
+    if zlib.crc32(memoryview(value)[_CRC_SIZE:], _seed(key)) != crc:
         return None
     return width, count
 
@@ -160,7 +172,7 @@ def decode_all(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np
     first = values[0]
     if first is None or len(first) < _HEADER.size:
         return None
-    width = first[3]  # every value must share the first one's width
+    width = first[7]  # every value must share the first one's width
     if not MIN_WIDTH <= width <= MAX_WIDTH:
         return None
     unpack = _HEADER.unpack_from
@@ -169,14 +181,14 @@ def decode_all(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np
     for value, seed in zip(values, _seeds(keys), strict=True):
         if value is None or len(value) < _HEADER.size:
             return None
-        magic, version, value_width, count, crc = unpack(value)
+        crc, magic, version, value_width, count = unpack(value)
         if (
             magic != MAGIC
             or version != VERSION
             or value_width != width
             # Whole blocks, one header block first: truncation or padding changes the length.
             or len(value) != width * ((count + 2 * BLOCK_IDS - 1) // BLOCK_IDS)
-            or crc32(memoryview(value)[width:], seed) != crc
+            or crc32(memoryview(value)[_CRC_SIZE:], seed) != crc
         ):
             return None
         counts.append(count)

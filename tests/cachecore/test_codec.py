@@ -76,7 +76,7 @@ def test_one_bad_value_in_a_batch_is_pinpointed_and_the_others_still_decode() ->
     header_flipped = bytearray(good)
     header_flipped[4] ^= 0x01  # the count
     other_key = codec.encode(arrays[5], key=b"tc:v1:tok:otherfp:digest", width=17)
-    for bad in (good[:-1], good[:-17], good + b"\0" * 17, bytes(flipped), other_key, b""):
+    for bad in (good[:-1], good[:-17], good + b"\0" * 17, bytes(flipped), bytes(header_flipped), other_key, b""):
         batch = [*values[:5], bad, *values[6:]]
         assert codec.decode_all(batch, keys) is None
         decoded = codec.decode_many(batch, keys)
@@ -104,3 +104,31 @@ def test_the_key_seed_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         codec.decode_many([values[0]], [keys[0]])
         codec._seed(f"key {i}".encode())
     assert len(codec._KEY_SEEDS) <= 10
+
+
+def test_every_header_bit_is_covered_by_the_checksum() -> None:
+    # Version 1 checked only the blocks: a flip in the low bits of the count kept the
+    # length valid and handed out one ID more or fewer.
+    key = KEY
+    value = codec.encode(np.arange(203, dtype=np.uint32) * 397, key=key, width=17)
+    for byte in range(17):  # the whole header block, padding included
+        for bit in range(8):
+            bad = bytearray(value)
+            bad[byte] ^= 1 << bit
+            with pytest.raises(CorruptValue):
+                codec.decode(bytes(bad), key=key)
+
+
+def test_values_of_the_previous_format_are_recognised_and_never_read() -> None:
+    # A version-1 value: magic, version 1, width, count, CRC of the blocks, padded to a block.
+    import struct
+    import zlib
+
+    ids = np.arange(16, dtype=np.uint32)
+    body = codec.encode(ids, key=KEY, width=16)[16:]
+    header = struct.pack("<2sBBII", b"TK", 1, 16, 16, zlib.crc32(body, zlib.crc32(KEY))).ljust(16, b"\0")
+    old = header + body
+    assert codec.is_older_format(old)
+    assert not codec.is_older_format(codec.encode(ids, key=KEY))
+    with pytest.raises(CorruptValue):
+        codec.decode(old, key=KEY)

@@ -79,6 +79,23 @@ def test_corrupt_values_are_deleted_counted_and_retokenized(
         assert store.get_many(counting, [text], ttl=TTL).items[0].outcome is Outcome.HIT  # rewritten
 
 
+def test_values_of_the_previous_format_are_replaced_and_counted_as_misses(
+    store: TokenStore, counting: CountingTokenizer, redis_server: RedisProcess
+) -> None:
+    import struct
+    import zlib
+
+    text = "A chunk cached before the format upgrade."
+    key = token_key(counting.fingerprint, text_digest(text))
+    ids = counting.encode(text)
+    body = codec.encode(ids, key=key, width=17)[17:]
+    old = struct.pack("<2sBBII", b"TK", 1, 17, ids.size, zlib.crc32(body, zlib.crc32(key))).ljust(17, b"\0") + body
+    redis_server.client().set(key, old)
+    item = store.get_many(counting, [text], ttl=TTL).items[0]
+    assert item.outcome is Outcome.MISS and np.array_equal(item.ids, ids)
+    assert store.get_many(counting, [text], ttl=TTL).items[0].outcome is Outcome.HIT  # rewritten
+
+
 def test_sliding_expiry_renews_ttl_on_hit_and_fixed_does_not(
     store: TokenStore, cl100k: Tokenizer, redis_server
 ) -> None:
