@@ -89,15 +89,6 @@ def header_count(header: bytes) -> int:
     return int(count) if magic == MAGIC and version == VERSION else 0
 
 
-def is_older_format(value: bytes) -> bool:
-    """Whether `value` is a token value of format version 1 (written before the upgrade).
-
-    Such values are rejected like corrupt ones, but the store counts them as misses:
-    they are expected once after an upgrade, and are not damage.
-    """
-    return value[:3] == MAGIC + b"\x01"
-
-
 def decode(value: bytes, *, key: bytes) -> np.ndarray:
     """Decode one value; raises `CorruptValue` if it fails any check."""
     ids = decode_many([value], [key])[0]

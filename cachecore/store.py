@@ -267,13 +267,7 @@ class TokenStore:
 
         decoded = codec.decode_many(values, keys)
         resolved: dict[bytes, Lookup] = {}
-        # A value of the previous format version is expected once after an upgrade: it is
-        # replaced like a missing one (and counted as a miss), not reported as damage.
-        corrupt = {
-            keys[i]
-            for i, ids in enumerate(decoded)
-            if ids is None and (value := values[i]) is not None and not codec.is_older_format(value)
-        }
+        corrupt = {keys[i] for i, ids in enumerate(decoded) if ids is None and values[i] is not None}
         missing: dict[bytes, str] = {}
         for i, ids in enumerate(decoded):
             if ids is None:

@@ -79,7 +79,7 @@ def test_corrupt_values_are_deleted_counted_and_retokenized(
         assert store.get_many(counting, [text], ttl=TTL).items[0].outcome is Outcome.HIT  # rewritten
 
 
-def test_values_of_the_previous_format_are_replaced_and_counted_as_misses(
+def test_values_of_another_format_version_are_replaced_never_read(
     store: TokenStore, counting: CountingTokenizer, redis_server: RedisProcess
 ) -> None:
     import struct
@@ -92,7 +92,7 @@ def test_values_of_the_previous_format_are_replaced_and_counted_as_misses(
     old = struct.pack("<2sBBII", b"TK", 1, 17, ids.size, zlib.crc32(body, zlib.crc32(key))).ljust(17, b"\0") + body
     redis_server.client().set(key, old)
     item = store.get_many(counting, [text], ttl=TTL).items[0]
-    assert item.outcome is Outcome.MISS and np.array_equal(item.ids, ids)
+    assert item.outcome is Outcome.CORRUPT and np.array_equal(item.ids, ids)
     assert store.get_many(counting, [text], ttl=TTL).items[0].outcome is Outcome.HIT  # rewritten
 
 
