@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import pytest
 from cachecore import tokenizers
 from cachecore.exceptions import CacheCoreError, TokenizerUnavailable
 from cachecore.tokenizers import Tokenizer, get_tokenizer
+from tests.support.fake_model_server import FakeModelServer
 
 SAMPLE = "Résumé: naïve café, 東京 and 12,345 tokens. <|endoftext|> stays text."
 
@@ -97,68 +95,30 @@ def test_hf_tokenizer_round_trips_and_its_fingerprint_follows_the_file_content(t
     assert special.size > 1, "special-token text must be split like any other text"
 
 
-class VLLMTokenizeHandler(BaseHTTPRequestHandler):
-    """Speaks vLLM's /tokenize and /detokenize, backed by cl100k_base."""
-
-    model = "test-model"
-
-    def do_GET(self) -> None:
-        if self.path == "/v1/models":
-            self._reply({"object": "list", "data": [{"id": self.model, "object": "model"}]})
-        else:
-            self._reply({"detail": "Not Found"}, status=404)
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        encoding = get_tokenizer("tiktoken:cl100k_base")
-        if self.path == "/tokenize":
-            tokens = encoding.encode(body["prompt"]).tolist()
-            self._reply({"tokens": tokens, "count": len(tokens), "max_model_len": 8192})
-        elif self.path == "/detokenize":
-            self._reply({"prompt": encoding.decode(body["tokens"])})
-        else:
-            self._reply({"detail": "Not Found"}, status=404)
-
-    def _reply(self, payload: object, status: int = 200) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def vllm_server() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), VLLMTokenizeHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def test_server_tokenizer_uses_vllm_tokenize_and_detokenize(
-    vllm_server: ThreadingHTTPServer, cl100k: Tokenizer
-) -> None:
-    url = f"http://127.0.0.1:{vllm_server.server_address[1]}"
-    remote = tokenizers.ServerTokenizer(url)
+def test_server_tokenizer_uses_vllm_tokenize_and_detokenize(model_server: FakeModelServer, cl100k: Tokenizer) -> None:
+    remote = tokenizers.ServerTokenizer(model_server.base_url)
     ids = remote.encode(SAMPLE)
     assert np.array_equal(ids, cl100k.encode(SAMPLE))
     assert remote.decode(ids) == SAMPLE
     assert remote.fingerprint != cl100k.fingerprint
 
+    # Under the server's path prefix, with vLLM's request shapes.
+    assert model_server.requests_to("/tokenize")[-1].body == {"prompt": SAMPLE, "add_special_tokens": False}
+    assert model_server.requests_to("/detokenize")[-1].body == {"tokens": ids.tolist()}
 
-def test_server_fingerprint_changes_with_the_served_model(
-    vllm_server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+
+def test_server_tokenizer_asks_the_server_not_to_add_special_tokens(
+    model_server: FakeModelServer, cl100k: Tokenizer
 ) -> None:
-    url = f"http://127.0.0.1:{vllm_server.server_address[1]}"
-    before = tokenizers.ServerTokenizer(url).fingerprint
-    monkeypatch.setattr(VLLMTokenizeHandler, "model", "another-model")
-    assert tokenizers.ServerTokenizer(url).fingerprint != before
+    model_server.knobs.bos_token_id = 100257  # a model whose tokenizer prepends a BOS by default
+    remote = tokenizers.ServerTokenizer(model_server.base_url)
+    assert np.array_equal(remote.encode(SAMPLE), cl100k.encode(SAMPLE))
+
+
+def test_server_fingerprint_changes_with_the_served_model(model_server: FakeModelServer) -> None:
+    before = tokenizers.ServerTokenizer(model_server.base_url).fingerprint
+    model_server.model = "another-model"
+    assert tokenizers.ServerTokenizer(model_server.base_url).fingerprint != before
 
 
 def test_unreachable_tokenizer_server_is_unavailable_not_a_traceback() -> None:

@@ -2,10 +2,17 @@
 
 Tests talk to it over TCP exactly as the app talks to vLLM: `/v1/completions` with a
 token-ID or text prompt, `/v1/chat/completions`, `/v1/models`, streamed as server-sent
-events or not. It records every request body so a test can assert what the server
-received, and has knobs for the ways real servers fail: an error status, a hang, a
-connection closed mid-stream, a malformed stream, a refused connection (after `stop()`)
-and drift (echoing prompt IDs other than those it was sent).
+events or not, and vLLM's own `POST /tokenize` and `POST /detokenize` (what a
+`server:<base URL>` tokenizer calls), backed by cachecore's offline cl100k_base. Every
+route lives under `base_url`, which ends in a per-server path prefix.
+
+It records every request body so a test can assert what the server received, and has
+knobs for the ways real servers fail: an error status, a hang, a connection closed
+mid-stream, a malformed stream, a refused connection (after `stop()`) and drift (echoing
+prompt IDs other than those it was sent). The status, hang and API-key knobs apply to
+every POST, /tokenize included, so a tokenizer outage is the same knob as a model outage.
+`model` is read on every request: assigning another name makes the server serve another
+model (its /v1/models, the `model` it accepts, and so a server tokenizer's fingerprint).
 
 The generated text is deterministic and says what the server saw, e.g.
 "Answer from fake model: received 123 prompt tokens.", so tests can check it end to end.
@@ -13,8 +20,10 @@ The generated text is deterministic and says what the server saw, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -59,12 +68,17 @@ class Knobs:
     send_usage: bool = True
     # Pause between streamed chunks, so tests can observe deltas arriving over time.
     chunk_delay_seconds: float = 0.0
+    # /tokenize prepends this ID when `add_special_tokens` is true (vLLM's default), like a model
+    # with a BOS token; None behaves like cl100k_base, which adds nothing.
+    bos_token_id: int | None = None
 
 
 @dataclass
 class FakeModelServer:
     model: str = "fake-model"
     knobs: Knobs = field(default_factory=Knobs)
+    # What /tokenize reports as `max_model_len`.
+    max_model_len: int = 8192
 
     def __post_init__(self) -> None:
         self._requests: list[RecordedRequest] = []
@@ -96,6 +110,9 @@ class FakeModelServer:
         self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
+            # Keep-alive connections (a server tokenizer's httpx.Client holds one) would otherwise go
+            # on being served by their handler threads after the listening socket is closed.
+            self._httpd.close_open_connections()
             self._httpd.server_close()
             self._httpd = None
         if self._thread is not None:
@@ -119,6 +136,10 @@ class FakeModelServer:
         with self._lock:
             return list(self._requests)
 
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """The requests received on `path`, relative to `base_url` (e.g. "/tokenize")."""
+        return [request for request in self.requests if request.path == path]
+
     def last_body(self) -> Any:
         with self._lock:
             return self._requests[-1].body
@@ -136,6 +157,28 @@ class _QuietServer(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by its client
+                connection.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # connections the knobs break on purpose are not errors worth printing
 
@@ -143,6 +186,9 @@ class _QuietServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_state: FakeModelServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the body waits ~40 ms for the
+    # client's delayed ACK on every keep-alive request. Real servers (uvicorn) set TCP_NODELAY too.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
@@ -191,6 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(knobs.error_status, knobs.error_message, _error_type(knobs.error_status))
         if not isinstance(body, dict):
             return self._error(400, "The request body is not valid JSON.", "BadRequestError")
+        if self.path in ("/tokenize", "/detokenize"):
+            # vLLM serves these at the root, not under /v1, and `model` is optional there.
+            if body.get("model") is not None and body["model"] != state.model:
+                return self._error(404, f"The model `{body['model']}` does not exist.", "NotFoundError")
+            return self._tokenize(body) if self.path == "/tokenize" else self._detokenize(body)
         if body.get("model") != state.model:
             return self._error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         if self.path == "/v1/completions":
@@ -328,6 +379,37 @@ class _Handler(BaseHTTPRequestHandler):
             result["usage"] = usage
         return self._json(200, result)
 
+    def _tokenize(self, body: dict[str, Any]) -> None:
+        # vLLM's TokenizeCompletionRequest: {"model"?, "prompt", "add_special_tokens" = true, ...}.
+        prompt = body.get("prompt")
+        add_special = body.get("add_special_tokens", True)
+        if not isinstance(prompt, str) or not isinstance(add_special, bool):
+            return self._error(400, "prompt must be a string and add_special_tokens a boolean.", "BadRequestError")
+        tokens = _tokenizer().encode(prompt).tolist()
+        bos = self.server_state.knobs.bos_token_id
+        if add_special and bos is not None:
+            tokens.insert(0, bos)
+        self._json(
+            200,
+            {
+                "count": len(tokens),
+                "max_model_len": self.server_state.max_model_len,
+                "tokens": tokens,
+                "token_strs": None,
+            },
+        )
+
+    def _detokenize(self, body: dict[str, Any]) -> None:
+        # vLLM's DetokenizeRequest: {"model"?, "tokens": [int, ...]} -> {"prompt": str}.
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            return self._error(400, "tokens must be a list of integers.", "BadRequestError")
+        try:
+            text = _tokenizer().decode(tokens)
+        except (KeyError, ValueError, OverflowError):
+            return self._error(400, "tokens contains an ID outside the vocabulary.", "BadRequestError")
+        self._json(200, {"prompt": text})
+
     def _include_usage(self, body: dict[str, Any]) -> bool:
         options = body.get("stream_options") or {}
         return bool(self.server_state.knobs.send_usage and options.get("include_usage"))
@@ -380,6 +462,13 @@ def _events(chunks: list[dict[str, Any]], *, malformed: bool) -> Iterator[bytes]
             yield b"data: {this is not json\n\n"
         yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+def _tokenizer() -> Any:
+    # cachecore's offline copy: tiktoken.get_encoding("cl100k_base") would try to download it.
+    from cachecore.tokenizers import get_tokenizer
+
+    return get_tokenizer("tiktoken:cl100k_base")
 
 
 def _pieces(text: str, max_tokens: Any) -> list[str]:
