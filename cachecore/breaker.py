@@ -77,9 +77,10 @@ class BreakerEvent:
 BreakerListener = Callable[[BreakerEvent], None]
 
 
-def _counts_as_failure(exc: BaseException) -> bool:
-    # Only Redis trouble (connection refused, timeouts, OOM, loading...) trips the
-    # breaker; anything else is a bug in the guarded code and must not open it.
+def is_redis_trouble(exc: BaseException) -> bool:
+    """The default failure test: Redis trouble (connection refused, timeouts, OOM,
+    loading...) trips the breaker; anything else is a bug in the guarded code and
+    must not open it."""
     return isinstance(exc, RedisError)
 
 
@@ -117,13 +118,14 @@ class Breaker:
         fail_max: int = 5,
         reset_seconds: float = 60.0,
         listeners: list[BreakerListener] | None = None,
+        counts_as_failure: Callable[[BaseException], bool] = is_redis_trouble,
     ) -> None:
         self.name = name
         self.listeners = list(listeners or [])
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_seconds,
-            exclude=[lambda exc: not _counts_as_failure(exc)],
+            exclude=[lambda exc: not counts_as_failure(exc)],
             listeners=[_Relay(self)],
             name=name,
             throw_new_error_on_trip=False,  # callers see the Redis error that tripped it
@@ -151,7 +153,8 @@ class Breaker:
         """Run the block as one guarded call.
 
         Raises `BreakerOpen` at once, before the block runs, while the breaker is
-        open; a `RedisError` raised by the block counts as a failure and propagates.
+        open; an error raised by the block propagates, and counts as a failure if
+        `counts_as_failure` says so (by default: a `RedisError`).
         """
         # With throw_new_error_on_trip=False pybreaker raises its error only on entry.
         try:

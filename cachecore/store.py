@@ -14,6 +14,7 @@ Every round trip goes through the breaker. A Redis error or an open breaker neve
 reaches the caller: the affected texts are tokenized here and come back as BYPASS.
 """
 
+import contextlib
 import enum
 import logging
 import os
@@ -312,7 +313,13 @@ class TokenStore:
         claimed = [key for key, reply in zip(keys, replies, strict=True) if reply is not None]
         contended = [key for key, reply in zip(keys, replies, strict=True) if reply is None]
 
-        tokenized = {key: tokenizer.encode(missing[key]) for key in claimed}
+        try:
+            tokenized = {key: tokenizer.encode(missing[key]) for key in claimed}
+        except BaseException:
+            # Without this, every other process would wait out our claims (lock_seconds)
+            # before tokenizing these texts itself.
+            self._release([locks[key] for key in claimed])
+            raise
         round_trips += self._write(tokenizer, tokenized, ttl, release=[locks[key] for key in claimed])
         for key, ids in tokenized.items():
             resolved[key] = Lookup(ids, outcome(key))
@@ -354,6 +361,11 @@ class TokenStore:
                 # else: the claim ended without a good value (oversized, died): tokenize here
             pending = still
         return found, round_trips
+
+    def _release(self, locks: list[bytes]) -> None:
+        if locks:
+            with contextlib.suppress(BreakerOpen, RedisError):
+                self._execute("release", ("DEL", *locks))
 
     def _write(self, tokenizer: Tokenizer, tokenized: dict[bytes, np.ndarray], ttl: int, release: list[bytes]) -> int:
         width = _id_width(tokenizer)
