@@ -32,6 +32,17 @@ def _ping(url: str) -> None:
         client.close()
 
 
+def _check_broker(url: str) -> None:
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        _ping(url)
+        return
+    # Any other broker (AMQP, SQS, ...) through Celery's own transport layer.
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=PROBE_TIMEOUT_SECONDS) as broker:
+        broker.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_SECONDS)
+
+
 def _status(check: Callable[[], None]) -> str:
     try:
         check()
@@ -52,7 +63,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     checks = {
         "database": _status(_check_database),
         "redis": _status(lambda: _ping(settings.REDIS_URL)),
-        "celery_broker": _status(lambda: _ping(settings.CELERY_BROKER_URL)),
+        "celery_broker": _status(lambda: _check_broker(settings.CELERY_BROKER_URL)),
     }
     ready = checks["database"] == "ok"
     degraded = any(value != "ok" for value in checks.values())

@@ -160,11 +160,12 @@ _redis_options = {
     "IGNORE_EXCEPTIONS": False,
 }
 CACHES = {
+    # Django's own cache is an optimisation: while Redis is down it misses instead of raising.
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "tc:django",
-        "OPTIONS": dict(_redis_options),
+        "OPTIONS": {**_redis_options, "IGNORE_EXCEPTIONS": True},
     },
     # The token cache talks to this alias's raw client; its keys carry their own prefix.
     "tokens": {
@@ -173,6 +174,8 @@ CACHES = {
         "OPTIONS": dict(_redis_options),
     },
 }
+
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 
 # Sessions live in the database: a Redis outage must not log everyone out.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"

@@ -41,3 +41,14 @@ def test_metrics_exports_django_request_counters(client: Client) -> None:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert b"django_http_requests_total" in response.content
+
+
+@pytest.mark.django_db
+def test_readyz_checks_a_non_redis_broker_through_celery_transports(client: Client) -> None:
+    from tests.redis_process import free_port
+
+    with override_settings(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}//"):
+        body = client.get("/readyz").json()
+    assert body["checks"]["redis"] == "ok"
+    assert body["checks"]["celery_broker"].startswith("error: ")
+    assert body["status"] == "degraded"
