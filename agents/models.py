@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
 
+from agents.backends.base import API_KEY_ENV_PREFIX, api_key_env_refusal
 from cachecore.exceptions import TokenizerUnavailable
 from cachecore.tokenizers import get_tokenizer
 
@@ -85,7 +86,13 @@ class Agent(models.Model):
     backend_base_url = models.URLField(blank=True, help_text="Server root, e.g. http://127.0.0.1:8001 (no /v1).")
     backend_model = models.CharField(max_length=200, blank=True)
     backend_api_key_env = models.CharField(
-        max_length=100, blank=True, help_text="The NAME of the environment variable holding the API key."
+        max_length=100,
+        blank=True,
+        help_text=(
+            f"The NAME of the environment variable holding the API key; it must start with "
+            f"{API_KEY_ENV_PREFIX} (e.g. {API_KEY_ENV_PREFIX}VLLM), so no other secret of the process "
+            f"can be sent to a model server."
+        ),
     )
     backend_accepts_token_ids = models.BooleanField(
         default=False, help_text="The server takes token IDs as the prompt of /v1/completions (vLLM)."
@@ -127,6 +134,10 @@ class Agent(models.Model):
                 errors["backend_base_url"] = "An OpenAI-compatible backend needs the server's base URL."
             if not self.backend_model:
                 errors["backend_model"] = "An OpenAI-compatible backend needs the model name the server serves."
+        if self.backend_api_key_env:
+            refusal = api_key_env_refusal(self.backend_api_key_env)
+            if refusal:
+                errors["backend_api_key_env"] = refusal
         if errors:
             raise ValidationError(errors)
 

@@ -7,6 +7,7 @@ prompt as text and as chat messages for servers that do not) and hands it to wha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -19,6 +20,22 @@ if TYPE_CHECKING:
 
 TokenIds = npt.NDArray[np.uint32]
 OnDelta = Callable[[str], None]
+
+# Whoever may edit an agent chooses which environment variable is sent to the server it
+# names; without a fixed prefix that would be any secret of the process (SECRET_KEY,
+# DATABASE_URL). Only variables set aside for model keys may be named.
+API_KEY_ENV_PREFIX = "TOKENCACHE_MODEL_KEY_"
+_API_KEY_ENV_NAME = re.compile(re.escape(API_KEY_ENV_PREFIX) + r"[A-Z0-9_]+")
+
+
+def api_key_env_refusal(name: str) -> str | None:
+    """Why `name` may not hold a model server's API key, or None if it may."""
+    if _API_KEY_ENV_NAME.fullmatch(name):
+        return None
+    return (
+        f"The API key variable must be named {API_KEY_ENV_PREFIX}<NAME> (capital letters, digits, "
+        f"underscores), e.g. {API_KEY_ENV_PREFIX}VLLM; {name!r} is not, so it is never read or sent."
+    )
 
 
 # eq=False: numpy arrays make field-wise equality ambiguous; identity is what callers need.

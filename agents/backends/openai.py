@@ -23,7 +23,14 @@ import numpy as np
 import orjson
 from django.conf import settings
 
-from agents.backends.base import BackendError, BackendUnavailable, Generation, OnDelta, Prompt
+from agents.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    Generation,
+    OnDelta,
+    Prompt,
+    api_key_env_refusal,
+)
 from agents.backends.breaker import BreakerOpen, breaker_for
 
 if TYPE_CHECKING:
@@ -117,6 +124,11 @@ class OpenAIBackend:
         # Read at call time so that a rotated key needs no restart; never stored in the database.
         if not self.api_key_env:
             return None
+        # Checked here too, not only when the agent is saved: a row written around the admin
+        # must not be able to send another secret to a server of its choosing.
+        refusal = api_key_env_refusal(self.api_key_env)
+        if refusal:
+            raise BackendError(refusal)
         key = os.environ.get(self.api_key_env)
         if not key:
             raise BackendError(

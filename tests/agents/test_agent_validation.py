@@ -44,3 +44,25 @@ def test_an_openai_backend_needs_a_server_url_and_a_model(demo: Demo) -> None:
     with pytest.raises(ValidationError) as refused:
         _agent(demo, backend_kind=Agent.BackendKind.OPENAI).full_clean()
     assert set(refused.value.message_dict) == {"backend_base_url", "backend_model"}
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "TOKENCACHE_MODEL_KEY_", "TOKENCACHE_MODEL_KEY_vllm"])
+def test_an_api_key_variable_outside_the_model_key_prefix_is_refused_naming_the_rule(demo: Demo, name: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        _openai_agent(demo, backend_api_key_env=name).full_clean()
+    assert set(refused.value.message_dict) == {"backend_api_key_env"}
+    assert "must be named TOKENCACHE_MODEL_KEY_<NAME>" in refused.value.message_dict["backend_api_key_env"][0]
+
+
+def test_an_api_key_variable_with_the_model_key_prefix_is_accepted(demo: Demo) -> None:
+    _openai_agent(demo, backend_api_key_env="TOKENCACHE_MODEL_KEY_VLLM").full_clean()
+
+
+def _openai_agent(demo: Demo, **fields: object) -> Agent:
+    return _agent(
+        demo,
+        backend_kind=Agent.BackendKind.OPENAI,
+        backend_base_url="http://127.0.0.1:8001",
+        backend_model="m",
+        **fields,
+    )

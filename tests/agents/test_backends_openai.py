@@ -216,9 +216,9 @@ def test_the_api_key_comes_from_the_named_environment_variable(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_server.knobs.api_key = "sk-test-123"
-    monkeypatch.setenv("FAKE_MODEL_KEY", "sk-test-123")
+    monkeypatch.setenv("TOKENCACHE_MODEL_KEY_FAKE", "sk-test-123")
 
-    generation = backend(model_server, api_key_env="FAKE_MODEL_KEY").generate(
+    generation = backend(model_server, api_key_env="TOKENCACHE_MODEL_KEY_FAKE").generate(
         build_prompt(), max_tokens=64, temperature=0.0
     )
 
@@ -229,11 +229,27 @@ def test_the_api_key_comes_from_the_named_environment_variable(
 def test_a_missing_api_key_variable_is_a_clear_error_and_sends_nothing(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("FAKE_MODEL_KEY", raising=False)
+    monkeypatch.delenv("TOKENCACHE_MODEL_KEY_FAKE", raising=False)
 
-    with pytest.raises(BackendError, match="environment variable FAKE_MODEL_KEY, which is not set"):
-        backend(model_server, api_key_env="FAKE_MODEL_KEY").generate(build_prompt(), max_tokens=64, temperature=0.0)
+    with pytest.raises(BackendError, match="environment variable TOKENCACHE_MODEL_KEY_FAKE, which is not set"):
+        backend(model_server, api_key_env="TOKENCACHE_MODEL_KEY_FAKE").generate(
+            build_prompt(), max_tokens=64, temperature=0.0
+        )
 
+    assert model_server.requests == []
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "TOKENCACHE_MODEL_KEY_", "tokencache_model_key_x"])
+def test_an_api_key_variable_without_the_model_key_prefix_is_refused_before_any_request(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # The agent row may have been written around the admin's validation: the backend refuses too.
+    monkeypatch.setenv(name, "the-process-secret")
+
+    with pytest.raises(BackendError, match="must be named TOKENCACHE_MODEL_KEY_<NAME>") as caught:
+        backend(model_server, api_key_env=name).generate(build_prompt(), max_tokens=64, temperature=0.0)
+
+    assert "the-process-secret" not in caught.value.message
     assert model_server.requests == []
 
 
@@ -241,10 +257,12 @@ def test_a_wrong_api_key_is_a_backend_error_with_the_servers_message(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_server.knobs.api_key = "sk-right"
-    monkeypatch.setenv("FAKE_MODEL_KEY", "sk-wrong")
+    monkeypatch.setenv("TOKENCACHE_MODEL_KEY_FAKE", "sk-wrong")
 
     with pytest.raises(BackendError, match=r"rejected the request \(HTTP 401\): Unauthorized") as caught:
-        backend(model_server, api_key_env="FAKE_MODEL_KEY").generate(build_prompt(), max_tokens=64, temperature=0.0)
+        backend(model_server, api_key_env="TOKENCACHE_MODEL_KEY_FAKE").generate(
+            build_prompt(), max_tokens=64, temperature=0.0
+        )
 
     assert not isinstance(caught.value, BackendUnavailable)
 

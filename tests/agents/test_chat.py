@@ -169,6 +169,20 @@ def test_a_model_server_that_is_down_is_reported_the_same_way(modeled: Agent, ro
     assert Message.objects.filter(role="user", content="hello?").exists()
 
 
+def test_an_agent_row_naming_a_non_model_key_variable_never_sends_it(
+    modeled: Agent, root: User, model_server: FakeModelServer
+) -> None:
+    # Written around the admin's validation (a shell, a fixture, a raw UPDATE).
+    Agent.objects.filter(pk=modeled.pk).update(backend_api_key_env="SECRET_KEY")
+    modeled.refresh_from_db()
+
+    with pytest.raises(ModelUnavailable) as raised:
+        run_turn(user=root, agent=modeled, message="hello?")
+
+    assert model_server.requests == []
+    assert "TOKENCACHE_MODEL_KEY_" in Message.objects.get(pk=raised.value.message_id).error
+
+
 def test_an_edited_document_never_serves_the_old_texts_tokens(
     modeled: Agent, root: User, model_server: FakeModelServer, redis_server: RedisProcess
 ) -> None:
