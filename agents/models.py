@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
+from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 
 from agents.backends.base import API_KEY_ENV_PREFIX, api_key_env_refusal
@@ -23,15 +23,16 @@ class TTLPolicy(models.Model):
         SLIDING = "sliding", "sliding (every hit restarts the TTL)"
 
     name = models.CharField(max_length=100, unique=True)
-    ttl_seconds = models.PositiveIntegerField()
+    # At least 1 s: Redis refuses a zero expiry, so a TTL of 0 would fail every chat turn.
+    ttl_seconds = models.PositiveIntegerField(validators=[MinValueValidator(1)])
     expiry_mode = models.CharField(max_length=10, choices=ExpiryMode.choices, default=ExpiryMode.FIXED)
     rationale = models.TextField(blank=True, help_text="Why this TTL suits the content it caches.")
     tuning_guidance = models.TextField(
         blank=True, help_text="When and how to change the TTL, read from the dashboards."
     )
     # Bounds for automatic tuning: a tuner may move ttl_seconds only inside them, and only if auto_apply.
-    min_ttl_seconds = models.PositiveIntegerField(default=300)
-    max_ttl_seconds = models.PositiveIntegerField(default=86400)
+    min_ttl_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
+    max_ttl_seconds = models.PositiveIntegerField(default=86400, validators=[MinValueValidator(1)])
     auto_apply = models.BooleanField(default=False)
 
     class Meta:
@@ -43,10 +44,30 @@ class TTLPolicy(models.Model):
                 condition=models.Q(min_ttl_seconds__lte=models.F("max_ttl_seconds")),
                 name="ttlpolicy_min_le_max",
             ),
+            models.CheckConstraint(condition=models.Q(ttl_seconds__gte=1), name="ttlpolicy_ttl_at_least_1s"),
+            models.CheckConstraint(
+                condition=models.Q(
+                    min_ttl_seconds__lte=models.F("ttl_seconds"), ttl_seconds__lte=models.F("max_ttl_seconds")
+                ),
+                name="ttlpolicy_ttl_within_bounds",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.describe()})"
+
+    def clean(self) -> None:
+        """Name the field that breaks min <= ttl <= max, instead of a bare constraint error."""
+        ttl, low, high = self.ttl_seconds, self.min_ttl_seconds, self.max_ttl_seconds
+        if ttl is None or low is None or high is None:
+            return  # a missing value is already reported on its own field
+        errors: dict[str, str] = {}
+        if low > high:
+            errors["min_ttl_seconds"] = f"The minimum ({low} s) must not exceed the maximum ({high} s)."
+        elif not low <= ttl <= high:
+            errors["ttl_seconds"] = f"The TTL must lie between the minimum ({low} s) and the maximum ({high} s)."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def sliding(self) -> bool:
