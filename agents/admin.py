@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -189,7 +190,12 @@ class ApiTokenCreationForm(forms.ModelForm):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """The secret is shown once, in the message after creation, and never again."""
+    """The secret is shown once, in the message after creation, and never again.
+
+    A token acts as its user, so only a superuser may mint, see or revoke tokens of others:
+    staff with the token permissions manage their own, or "add API token" would let them
+    act as a superuser.
+    """
 
     list_display = ["name", "user", "prefix", "created", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]
@@ -197,6 +203,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     readonly_fields = ["user", "name", "prefix", "created", "last_used_at", "revoked_at"]
     actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        tokens = super().get_queryset(request)
+        return tokens if _is_superuser(request) else tokens.filter(user_id=request.user.pk)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not _is_superuser(request):
+            # A posted id of anyone else is then "not one of the available choices".
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)
+            kwargs["initial"] = request.user.pk
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
@@ -221,8 +238,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
             messages.WARNING,
         )
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         for token in queryset.filter(revoked_at__isnull=True):
             revoke_api_token(token=token)
         self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+def _is_superuser(request: HttpRequest) -> bool:
+    return bool(getattr(request.user, "is_superuser", False))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from agents.chat import run_turn
 from agents.models import ApiToken, KnowledgeDocument
 from agents.retrieval import search_chunks
-from agents.tokens import authenticate_token, hash_token
+from agents.tokens import authenticate_token, create_api_token, hash_token
 from tests.conftest import Demo
 
 
@@ -119,3 +119,61 @@ def test_creating_a_token_in_the_admin_shows_it_once_and_stores_only_its_hash(
 
     admin_client.post("/admin/agents/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
     assert authenticate_token(raw) is None
+
+
+@pytest.fixture
+def token_staff(bob: User) -> Client:
+    """bob: staff with the add, view and change permissions on API tokens, but not a superuser."""
+    bob.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="agents", codename__in=["add_apitoken", "view_apitoken", "change_apitoken"]
+        )
+    )
+    client = Client()
+    client.force_login(bob)
+    return client
+
+
+def test_staff_cannot_mint_a_token_for_someone_else(token_staff: Client, root: User, alice: User) -> None:
+    for victim in (root, alice):
+        response = token_staff.post("/admin/agents/apitoken/add/", {"user": victim.pk, "name": "mine now"})
+
+        assert response.status_code == 200
+        assert "Select a valid choice" in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_staff_mint_tokens_for_themselves_and_are_offered_no_one_else(
+    token_staff: Client, bob: User, root: User
+) -> None:
+    form = token_staff.get("/admin/agents/apitoken/add/").content.decode()
+    assert f'<option value="{bob.pk}" selected>bob</option>' in form
+    assert f'value="{root.pk}"' not in form
+
+    response = token_staff.post("/admin/agents/apitoken/add/", {"user": bob.pk, "name": "laptop"}, follow=True)
+
+    raw = re.search(r"is (tc_[A-Za-z0-9_-]+)", response.content.decode()).group(1)
+    assert authenticate_token(raw) == bob
+
+
+def test_staff_see_and_revoke_only_their_own_tokens(token_staff: Client, bob: User, alice: User) -> None:
+    theirs, theirs_raw = create_api_token(user=alice, name="alice-laptop")
+    mine, mine_raw = create_api_token(user=bob, name="bob-laptop")
+
+    listing = token_staff.get("/admin/agents/apitoken/").content.decode()
+    assert "bob-laptop" in listing and "alice-laptop" not in listing
+    assert token_staff.get(f"/admin/agents/apitoken/{theirs.pk}/change/").status_code == 302  # "does not exist"
+
+    token_staff.post("/admin/agents/apitoken/", {"action": "revoke", "_selected_action": [theirs.pk, mine.pk]})
+
+    assert authenticate_token(theirs_raw) == alice
+    assert authenticate_token(mine_raw) is None
+
+
+def test_a_superuser_sees_every_users_tokens(admin_client: Client, alice: User, bob: User) -> None:
+    create_api_token(user=alice, name="alice-laptop")
+    create_api_token(user=bob, name="bob-laptop")
+
+    listing = admin_client.get("/admin/agents/apitoken/").content.decode()
+
+    assert "alice-laptop" in listing and "bob-laptop" in listing
