@@ -26,10 +26,9 @@ from agents import selectors
 from agents.api import render
 from agents.api.bodies import chat_message, expect_object, optional_id
 from agents.api.errors import ApiError, as_api_error
-from agents.api.ratelimit import check_chat_rate
 from agents.api.streaming import Delta, Done, Failed, TurnStream
 from agents.errors import ChatError
-from agents.models import Agent, Conversation
+from agents.turns import prepare_turn
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
     # kill websocket chat (design invariant 4). `get_channel_layer(None)` is None: no subscription.
     channel_layer_alias = None
 
-    agent: Agent
+    slug: str
 
     async def connect(self) -> None:
         self.turns: set[asyncio.Task[None]] = set()
@@ -85,9 +84,9 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        slug = self.scope["url_route"]["kwargs"]["slug"]
+        self.slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
-            self.agent = await database_sync_to_async(selectors.get_agent_for_user)(user, slug)
+            await database_sync_to_async(selectors.get_agent_for_user)(user, self.slug)
         except ChatError as error:
             await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
             return
@@ -119,7 +118,9 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
     async def run_turn(self, frame: MessageFrame) -> None:
         async with self.in_order:
             try:
-                conversation = await database_sync_to_async(self._authorize)(frame)
+                turn = await database_sync_to_async(prepare_turn)(
+                    user=self.scope["user"], slug=self.slug, conversation_id=frame.conversation_id
+                )
             except ApiError as error:
                 await self.send_error(error)
                 return
@@ -127,7 +128,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                 await self.send_error(as_api_error(error))
                 return
             stream = TurnStream(
-                user=self.scope["user"], agent=self.agent, message=frame.message, conversation=conversation
+                user=turn.user, agent=turn.agent, message=frame.message, conversation=turn.conversation
             ).start()
             while True:
                 event = await stream.anext_event()
@@ -141,14 +142,6 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                 elif isinstance(event, Failed):
                     await self.send_error(_failure(event.error))
                     return
-
-    def _authorize(self, frame: MessageFrame) -> Conversation | None:
-        user = self.scope["user"]
-        conversation = None
-        if frame.conversation_id is not None:
-            conversation = selectors.get_conversation_for_user(user, frame.conversation_id)
-        check_chat_rate(user.pk)
-        return conversation
 
     async def send_error(self, error: ApiError) -> None:
         await self.send_json({"type": "error", "code": error.code, "message": error.message, **error.extra})

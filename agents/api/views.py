@@ -1,4 +1,4 @@
-"""JSON API views: parse (done by the decorator), authorize (selectors), call the service, render."""
+"""JSON API views: parse (done by the decorator), authorize (selectors, `prepare_turn`), call the service, render."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from agents.api import render
 from agents.api.bodies import ChatBody
 from agents.api.decorators import ApiRequest, api_endpoint
 from agents.api.errors import ApiError, json_error
-from agents.api.ratelimit import check_chat_rate
 from agents.chat import run_turn
 from agents.errors import ConversationNotFound
+from agents.turns import prepare_turn
 
 SCHEMA_PATH = Path(__file__).with_name("openapi.json")
 LIST_LIMIT_DEFAULT = 100
@@ -30,13 +30,8 @@ def agent_list(call: ApiRequest[None]) -> HttpResponse:
 
 @api_endpoint("POST", body=ChatBody)
 def chat(call: ApiRequest[ChatBody], slug: str) -> HttpResponse:
-    agent = selectors.get_agent_for_user(call.user, slug)
-    conversation = None
-    if call.body.conversation_id is not None:
-        # A conversation with another agent is refused by run_turn (403), like someone else's.
-        conversation = selectors.get_conversation_for_user(call.user, call.body.conversation_id)
-    check_chat_rate(call.user.pk)
-    result = run_turn(user=call.user, agent=agent, message=call.body.message, conversation=conversation)
+    turn = prepare_turn(user=call.user, slug=slug, conversation_id=call.body.conversation_id)
+    result = run_turn(user=turn.user, agent=turn.agent, message=call.body.message, conversation=turn.conversation)
     return JsonResponse(render.turn(result))
 
 

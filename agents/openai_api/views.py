@@ -26,12 +26,12 @@ from agents import selectors
 from agents.api import render
 from agents.api.decorators import ApiRequest, api_endpoint
 from agents.api.errors import ApiError, as_api_error
-from agents.api.ratelimit import check_chat_rate
 from agents.api.streaming import Delta, Done, Event, Failed, TurnStream
 from agents.chat import TurnResult, run_turn
 from agents.errors import ChatError
 from agents.openai_api.bodies import CompletionBody
 from agents.openai_api.errors import error_body, openai_error
+from agents.turns import prepare_turn
 
 OWNER = "tokencache"
 
@@ -48,11 +48,10 @@ def models(call: ApiRequest[None]) -> HttpResponse:
 @api_endpoint("POST", body=CompletionBody, render=openai_error)
 def chat_completions(call: ApiRequest[CompletionBody]) -> HttpResponseBase:
     body = call.body
-    agent = selectors.get_agent_for_user(call.user, body.model)
-    check_chat_rate(call.user.pk)
+    admitted = prepare_turn(user=call.user, slug=body.model, conversation_id=None)
     turn: dict[str, Any] = {
-        "user": call.user,
-        "agent": agent,
+        "user": admitted.user,
+        "agent": admitted.agent,
         "message": body.message,
         "history": body.history,
         "max_tokens": body.max_tokens,
