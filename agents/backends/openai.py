@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,7 @@ class OpenAIBackend:
         tokenizer: Tokenizer | None = None,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
+        total_timeout: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -71,6 +72,8 @@ class OpenAIBackend:
             connect_timeout if connect_timeout is not None else settings.TOKENCACHE_MODEL_CONNECT_TIMEOUT
         )
         self.read_timeout = read_timeout if read_timeout is not None else settings.TOKENCACHE_MODEL_READ_TIMEOUT
+        # The read timeout bounds only the gap between pieces; this bounds the whole answer.
+        self.total_timeout = total_timeout if total_timeout is not None else settings.TOKENCACHE_MODEL_TOTAL_TIMEOUT
 
     @property
     def name(self) -> str:
@@ -141,6 +144,7 @@ class OpenAIBackend:
         url = self.base_url + path
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=self.connect_timeout)
         stream = _Stream()
+        deadline = time.monotonic() + self.total_timeout
         try:
             with (
                 httpx.Client(timeout=timeout) as client,
@@ -155,7 +159,16 @@ class OpenAIBackend:
                     self._absorb(stream, self._decode(response.content), on_delta)
                     stream.finished = True
                 else:
-                    for data in _sse_data(response.iter_lines()):
+                    # Checked on every line, keep-alive comments included: trickling cannot outlast it.
+                    for line in response.iter_lines():
+                        if time.monotonic() > deadline:
+                            raise BackendUnavailable(
+                                f"The model server at {self.base_url} did not finish its answer "
+                                f"within {self.total_timeout:g} s."
+                            )
+                        data = _sse_data(line)
+                        if data is None:
+                            continue
                         if data == "[DONE]":
                             stream.finished = True
                             break
@@ -262,11 +275,9 @@ class OpenAIBackend:
         return len(self.tokenizer.encode(text))
 
 
-def _sse_data(lines: Iterator[str]) -> Iterator[str]:
-    """The payloads of `data:` fields; comments, event names and blank separators are skipped."""
-    for line in lines:
-        if line.startswith("data:"):
-            yield line[5:].strip()
+def _sse_data(line: str) -> str | None:
+    """The payload of a `data:` field; None for comments, event names and blank separators."""
+    return line[5:].strip() if line.startswith("data:") else None
 
 
 def _choice_text(choice: dict[str, Any]) -> str:

@@ -330,6 +330,22 @@ def test_a_stream_that_stalls_midway_times_out_as_unavailable(model_server: Fake
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.timeout(10)
+def test_a_server_that_keeps_trickling_is_cut_off_at_the_total_deadline(model_server: FakeModelServer) -> None:
+    # Every piece arrives well within the read timeout; only the whole answer is too slow.
+    model_server.knobs.chunk_delay_seconds = 0.2  # 8 pieces: about 1.6 s in all
+    deltas: list[str] = []
+    started = time.monotonic()
+
+    with pytest.raises(BackendUnavailable, match=r"did not finish its answer within 0.5 s"):
+        backend(model_server, read_timeout=2.0, total_timeout=0.5).generate(
+            build_prompt(), max_tokens=64, temperature=0.0, on_delta=deltas.append
+        )
+
+    assert time.monotonic() - started < 1.2
+    assert 0 < len(deltas) < 8
+
+
 def test_a_connection_closed_mid_stream_is_unavailable(model_server: FakeModelServer) -> None:
     model_server.knobs.close_after_chunks = 3
 
