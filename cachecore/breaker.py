@@ -10,12 +10,19 @@ One deliberate detail: we enter pybreaker through `calling()`, not `call()`.
 one thread of the process talk to Redis at a time, and make every thread queue
 behind a stalled 5-second read. `calling()` takes the lock only to check and update
 the state; the Redis round trip itself runs unlocked.
+
+Running unlocked means pybreaker alone would let every concurrent call into the
+half-open state's "one trial call". We admit exactly one: the others raise
+`BreakerOpen` at once, so a still-stalled Redis costs one timeout per reset period,
+not one per request that arrives during the trial.
 """
 
 import enum
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,7 +50,15 @@ class State(enum.StrEnum):
 
 
 class BreakerOpen(CacheCoreError):
-    """The breaker is open: the call was skipped without touching the network."""
+    """The breaker is open: the call was skipped without touching the network.
+
+    `retry_in` is how many seconds until a trial call may be admitted (0 while a
+    trial call is in flight), for messages such as "not calling it again for 25 s".
+    """
+
+    def __init__(self, name: str, *, retry_in: float) -> None:
+        super().__init__(f"breaker {name!r} is open")
+        self.retry_in = retry_in
 
 
 @dataclass(frozen=True)
@@ -85,8 +100,20 @@ def is_redis_trouble(exc: BaseException) -> bool:
 
 
 class _Relay(pybreaker.CircuitBreakerListener):
+    """pybreaker's hooks, turned into trial admission and our `BreakerEvent`s."""
+
     def __init__(self, breaker: "Breaker") -> None:
         self._breaker = breaker
+
+    def before_call(self, cb: pybreaker.CircuitBreaker, func: object, *args: object, **kwargs: object) -> None:
+        # pybreaker calls this under its lock, in the state that will run the call, after
+        # an open breaker whose reset timeout elapsed has turned half-open: the one place
+        # where "is a trial already running?" can be asked and answered without a race.
+        # Raising here refuses the call before it runs, and counts nothing.
+        if cb.current_state == pybreaker.STATE_HALF_OPEN:
+            if self._breaker._trial_thread is not None:
+                raise pybreaker.CircuitBreakerError("a trial call is in flight")
+            self._breaker._trial_thread = threading.get_ident()
 
     def state_change(
         self,
@@ -94,6 +121,8 @@ class _Relay(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
+        if new_state.name == pybreaker.STATE_OPEN:
+            self._breaker._opened_at = time.monotonic()
         event = BreakerEvent(
             name=self._breaker.name,
             old=State(old_state.name) if old_state is not None else None,
@@ -109,7 +138,29 @@ class _Relay(pybreaker.CircuitBreakerListener):
 
 
 class Breaker:
-    """Closed, open, half-open, per process. Thread-safe."""
+    """Closed, open, half-open, per process. Thread-safe.
+
+    The whole interface, for the token store and for any other guarded service:
+
+    - `with breaker.guard(): ...` runs the block as one guarded call. Closed: every
+      thread runs its block at once, nothing held while it runs. Open: `BreakerOpen`
+      at once, the block never runs. Half-open (the reset timeout has elapsed): one
+      call, the trial, runs its block; every other call gets `BreakerOpen` (with
+      `retry_in == 0`) until the trial ends. The trial's success closes the breaker,
+      its failure opens it for another reset period.
+    - `counts_as_failure(exc)` decides which errors escaping the block are failures
+      (default: `RedisError`). Any other error propagates and counts as a success,
+      since the service answered: a bug or a rejected request must not open it.
+    - `listeners` receive a `BreakerEvent` on every state change (gauge, log, row).
+    - `state`, `failures` (consecutive), `fail_max`, `reset_seconds`; `reset()`.
+
+    Everything that can fail must happen inside the block: a response read to the
+    end (a stream included) inside it is what lets a broken stream count. There is
+    no separate "record a failure later" call, because a failure reported after the
+    block could not be tied to the trial it ends.
+    The block must be bounded by timeouts: a trial that never ends keeps the
+    breaker half-open and every other call bypassing.
+    """
 
     def __init__(
         self,
@@ -122,6 +173,10 @@ class Breaker:
     ) -> None:
         self.name = name
         self.listeners = list(listeners or [])
+        # The thread running the half-open trial call, if any (set and checked by
+        # _Relay.before_call under pybreaker's lock; cleared when its block ends).
+        self._trial_thread: int | None = None
+        self._opened_at = 0.0  # time.monotonic() of the last change to open
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_seconds,
@@ -153,15 +208,26 @@ class Breaker:
         """Run the block as one guarded call.
 
         Raises `BreakerOpen` at once, before the block runs, while the breaker is
-        open; an error raised by the block propagates, and counts as a failure if
-        `counts_as_failure` says so (by default: a `RedisError`).
+        open or another call is its half-open trial; an error raised by the block
+        propagates, and counts as a failure if `counts_as_failure` says so (by
+        default: a `RedisError`).
         """
         # With throw_new_error_on_trip=False pybreaker raises its error only on entry.
         try:
             with self._cb.calling():
                 yield
         except pybreaker.CircuitBreakerError as exc:
-            raise BreakerOpen(f"breaker {self.name!r} is open") from exc
+            raise BreakerOpen(self.name, retry_in=self._retry_in()) from exc
+        finally:
+            # The trial's outcome is recorded (closed or open again) before we get
+            # here, so the next call sees the new state, never a second trial.
+            if self._trial_thread == threading.get_ident():
+                self._trial_thread = None
+
+    def _retry_in(self) -> float:
+        if self._trial_thread is not None:
+            return 0.0
+        return max(0.0, self._opened_at + self.reset_seconds - time.monotonic())
 
     def reset(self) -> None:
         """Force the breaker closed (tests, or an operator who fixed Redis)."""

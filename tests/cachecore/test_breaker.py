@@ -3,8 +3,10 @@
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from redis.exceptions import ConnectionError
 
 from cachecore.breaker import Breaker, BreakerOpen, DatabaseRecorder, ProcessIdentity, State, gauge_and_log
 from cachecore.models import BreakerProcess
@@ -94,8 +96,6 @@ def test_errors_other_than_redis_errors_never_trip_the_breaker() -> None:
 
 
 def test_an_open_breaker_refuses_without_running_the_block() -> None:
-    from redis.exceptions import ConnectionError
-
     breaker = Breaker(name="unit", fail_max=1, reset_seconds=60)
     with pytest.raises(ConnectionError), breaker.guard():
         raise ConnectionError("down")
@@ -103,6 +103,63 @@ def test_an_open_breaker_refuses_without_running_the_block() -> None:
     with pytest.raises(BreakerOpen), breaker.guard():
         ran = True
     assert not ran
+
+
+def test_half_open_admits_one_trial_call_and_every_other_call_bypasses_at_once() -> None:
+    breaker = Breaker(name="unit", fail_max=1, reset_seconds=0.0)  # the next call after opening is the trial
+    with pytest.raises(ConnectionError), breaker.guard():
+        raise ConnectionError("down")
+    trial_running, end_trial = threading.Event(), threading.Event()
+
+    def trial() -> None:
+        with breaker.guard():
+            trial_running.set()
+            end_trial.wait(timeout=5)
+
+    def another_call() -> str:
+        try:
+            with breaker.guard():
+                return "ran"
+        except BreakerOpen as refused:
+            return f"bypassed, retry in {refused.retry_in:g} s"
+
+    with ThreadPoolExecutor(max_workers=11) as pool:
+        trial_done = pool.submit(trial)
+        assert trial_running.wait(timeout=5)
+        assert breaker.state is State.HALF_OPEN
+        others = [pool.submit(another_call) for _ in range(10)]
+        assert [other.result(timeout=1) for other in others] == ["bypassed, retry in 0 s"] * 10
+        end_trial.set()
+        trial_done.result(timeout=5)
+    assert breaker.state is State.CLOSED
+    assert another_call() == "ran"
+
+
+def test_a_stalled_redis_costs_one_timeout_per_reset_period_not_one_per_waiting_request(
+    store_on: StoreFactory, redis_factory, counting, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = redis_factory()
+    store = store_on(redis.url(0), read_timeout=1.0, fail_max=1, reset_seconds=0.0)
+    store.get_many(counting, ["stalled"], ttl=TTL)  # connect before the pause
+    redis.pause(10_000)
+    assert store.get_many(counting, ["stalled"], ttl=TTL).bypassed == 1
+    assert store.breaker.state is State.OPEN  # and the reset period is over: the next call is a trial
+
+    everyone_ready = threading.Barrier(8)
+
+    def lookup() -> float:
+        everyone_ready.wait(timeout=5)
+        started = time.monotonic()
+        assert store.get_many(counting, ["stalled"], ttl=TTL).bypassed == 1
+        return time.monotonic() - started
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cachecore"), ThreadPoolExecutor(max_workers=8) as pool:
+        durations = sorted(pool.map(lambda _: lookup(), range(8)))
+    redis_errors = [r for r in caplog.records if getattr(r, "event", "") == "redis_error"]
+    assert len(redis_errors) == 1, "only the trial call may wait on the stalled Redis"
+    assert durations[-1] >= 0.9  # the trial waited out the read timeout
+    assert durations[-2] < 0.5  # everyone else bypassed without waiting
 
 
 @pytest.mark.django_db(transaction=True)
