@@ -1,6 +1,7 @@
 """Degrade, never fail: Redis killed or stalled opens the breaker; recovery closes it."""
 
 import logging
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,15 @@ def test_redis_killed_opens_the_breaker_after_five_failures_and_recovery_closes_
     failure = next(r for r in caplog.records if getattr(r, "event", "") == "redis_error")
     assert failure.operation == "lookup" and failure.error == "ConnectionError"
 
-    started = time.perf_counter()
-    batch = store.get_many(counting, ["warm text"], ttl=TTL)
-    assert time.perf_counter() - started < 0.001
-    assert batch.round_trips == 0 and batch.bypassed == 1
+    # Bypass in under a millisecond: the median of many calls, so that one scheduler slice
+    # on a loaded machine cannot fail it; every call must skip Redis entirely.
+    durations = []
+    for _ in range(50):
+        started = time.perf_counter()
+        batch = store.get_many(counting, ["warm text"], ttl=TTL)
+        durations.append(time.perf_counter() - started)
+        assert batch.round_trips == 0 and batch.bypassed == 1
+    assert statistics.median(durations) < 0.001
 
     redis.start()
     time.sleep(TEST_RESET_SECONDS + 0.05)
