@@ -72,7 +72,8 @@ def run_turn(
 
     Raises a `ChatError` before storing anything if the message is invalid or the user
     may not use the agent or the conversation; raises `ModelUnavailable` after storing
-    the message and an error answer if the answer cannot be produced.
+    the message and an error answer if the answer cannot be produced. If even the error
+    answer cannot be stored, the turn's own error propagates and the second one is logged.
     """
     started = time.perf_counter()
     question = _validated(message)
@@ -88,14 +89,14 @@ def run_turn(
         raise InvalidMessage("temperature must be between 0 and 2.")
 
     conversation, user_message = _store_user_message(user=user, agent=agent, conversation=conversation, text=question)
-    if history is None:
-        history = _stored_history(conversation=conversation, before=user_message)
+    # Everything after the user's message is stored runs inside this try, reading the history
+    # included: whatever fails, the message gets an error answer (invariant 6).
     try:
         return _answer(
             agent=agent,
             conversation=conversation,
             user_message=user_message,
-            history=history,
+            history=_stored_history(conversation=conversation, before=user_message) if history is None else history,
             on_delta=on_delta,
             max_tokens=min(max_tokens or agent.answer_token_limit, agent.answer_token_limit),
             temperature=agent.temperature if temperature is None else temperature,
@@ -103,10 +104,12 @@ def run_turn(
         )
     except (BackendError, CacheCoreError) as exc:
         reason = exc.message if isinstance(exc, BackendError) else str(exc)
-        failed = _store_error(conversation=conversation, reason=reason, started=started)
         logger.warning(
             "chat turn failed", extra={"agent": agent.slug, "conversation": conversation.pk, "reason": reason}
         )
+        failed = _store_error(conversation=conversation, reason=reason, started=started)
+        if failed is None:
+            raise  # ModelUnavailable promises a stored error answer; there is none
         raise ModelUnavailable(
             f"{reason} Your message was kept.", conversation_id=conversation.pk, message_id=failed.pk
         ) from exc
@@ -307,15 +310,24 @@ def _store_answer(
     )
 
 
-def _store_error(*, conversation: Conversation, reason: str, started: float) -> Message:
-    return Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        content="",
-        status=Message.Status.ERROR,
-        error=reason,
-        total_ms=_ms_since(started),
-    )
+def _store_error(*, conversation: Conversation, reason: str, started: float) -> Message | None:
+    """The error answer; None, logged, if even that cannot be stored (the database failing too).
+
+    Never raises: the caller is handling the turn's own error, which is the one to report;
+    an exception from here would replace it.
+    """
+    try:
+        return Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            content="",
+            status=Message.Status.ERROR,
+            error=reason,
+            total_ms=_ms_since(started),
+        )
+    except Exception:
+        logger.exception("could not store the error answer of a failed turn", extra={"conversation": conversation.pk})
+        return None
 
 
 def _ms_since(started: float) -> float:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import override_settings
 
+from agents.backends import BackendUnavailable
 from agents.chat import run_turn
 from agents.errors import (
     AgentNotFound,
@@ -159,6 +161,44 @@ def test_a_failing_model_keeps_the_question_and_stores_an_error_answer(
     assert (answer.pk, answer.role, answer.status, answer.content) == (error.message_id, "assistant", "error", "")
     assert "the GPU caught fire" in answer.error
     assert "kept" in error.message
+
+
+@pytest.fixture
+def error_answers_cannot_be_stored(db: None) -> Iterator[None]:
+    """The database refuses every error answer, as a full disk would: a real SQLite trigger."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the refusing trigger is written for SQLite")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TRIGGER refuse_error_answers BEFORE INSERT ON agents_message WHEN NEW.status = 'error' "
+            "BEGIN SELECT RAISE(ABORT, 'database refused the error answer'); END"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS refuse_error_answers")
+
+
+# Transactional: run_turn runs in autocommit in production, where a failed insert leaves the
+# connection usable; inside a test's transaction it would poison every later query.
+@pytest.mark.django_db(transaction=True)
+def test_when_the_error_answer_cannot_be_stored_the_turns_own_error_is_raised_and_the_second_logged(
+    modeled: Agent,
+    root: User,
+    model_server: FakeModelServer,
+    error_answers_cannot_be_stored: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model_server.knobs.error_status = 500
+    model_server.knobs.error_message = "the GPU caught fire"
+
+    with pytest.raises(BackendUnavailable, match="the GPU caught fire"):
+        run_turn(user=root, agent=modeled, message="is anyone there?")
+
+    assert list(Message.objects.filter(conversation__agent=modeled).values_list("role", "content")) == [
+        ("user", "is anyone there?")
+    ]
+    secondary = [r for r in caplog.records if r.message == "could not store the error answer of a failed turn"]
+    assert len(secondary) == 1 and "database refused the error answer" in str(secondary[0].exc_info[1])
 
 
 def test_a_model_server_that_is_down_is_reported_the_same_way(modeled: Agent, root: User) -> None:
