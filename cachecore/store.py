@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import redis
@@ -259,6 +259,12 @@ class TokenStore:
             return self._finish([Lookup(tokenizer.encode(text), Outcome.BYPASS) for text in texts], 0, started, agent)
 
         hit = codec.decode_all(values, keys)
+        if hit is None:
+            decoded = codec.decode_many(values, keys)
+            if all(ids is not None for ids in decoded):
+                # Every text cached, in values of several widths: a tokenizer of unknown
+                # vocabulary (`server:`) stores each value as narrow as its own IDs allow.
+                hit = cast(list[np.ndarray], decoded)
         if hit is not None:  # the hot path: every text cached; no per-item objects or counting
             seconds = time.perf_counter() - started
             _lookups(agent, Outcome.HIT).inc(len(hit))
@@ -266,7 +272,7 @@ class TokenStore:
             _SECONDS_BY_RESULT["hit"].observe(seconds)
             return LookupBatch(ids=hit, outcomes=[Outcome.HIT] * len(hit), round_trips=round_trips, seconds=seconds)
 
-        decoded = codec.decode_many(values, keys)
+        # From here on at least one text is missing or corrupt, so _fill has work to do.
         resolved: dict[bytes, Lookup] = {}
         corrupt = {keys[i] for i, ids in enumerate(decoded) if ids is None and values[i] is not None}
         missing: dict[bytes, str] = {}

@@ -8,9 +8,10 @@ from prometheus_client import REGISTRY
 from cachecore import codec
 from cachecore.keys import text_digest, token_key
 from cachecore.store import Outcome, TokenStore
-from cachecore.tokenizers import Tokenizer, get_tokenizer
+from cachecore.tokenizers import ServerTokenizer, Tokenizer, get_tokenizer
 from tests.cachecore.conftest import CountingTokenizer, StoreFactory
 from tests.redis_process import RedisProcess
+from tests.support.fake_model_server import FakeModelServer
 
 TTL = 300
 
@@ -34,6 +35,24 @@ def test_full_hit_is_one_round_trip_and_partial_miss_three(store: TokenStore, co
     full = store.get_many(counting, texts, ttl=TTL)
     assert (full.hits, full.round_trips) == (50, 1)
     assert full.tokens_from_cache == sum(counting.encode(t).size for t in texts)
+
+
+def test_full_hit_with_a_server_tokenizer_is_one_round_trip(
+    store: TokenStore, model_server: FakeModelServer, redis_server: RedisProcess
+) -> None:
+    remote = ServerTokenizer(model_server.base_url)
+    assert remote.n_vocab is None  # a server exposes no vocabulary, so each value gets its own width
+    texts = ["plain words here", "refactoring asynchronous"]  # all IDs < 2**16, then one >= 2**16
+    assert [int(remote.encode(text).max()) >= 2**16 for text in texts] == [False, True]
+    store.get_many(remote, texts, ttl=TTL)
+    widths = {redis_server.client().getrange(token_key(remote.fingerprint, text_digest(t)), 7, 7) for t in texts}
+    assert len(widths) == 2, "the values must have different widths for this test to mean anything"
+
+    tokenized_before = len(model_server.requests_to("/tokenize"))
+    full = store.get_many(remote, texts, ttl=TTL)
+    assert (full.hits, full.round_trips) == (2, 1)
+    assert [remote.decode(ids) for ids in full.ids] == texts
+    assert len(model_server.requests_to("/tokenize")) == tokenized_before
 
 
 def test_edited_text_never_serves_old_ids(store: TokenStore, cl100k: Tokenizer) -> None:
