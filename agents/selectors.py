@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from agents.errors import AgentNotFound, AgentNotPermitted, ConversationForbidden, ConversationNotFound
 from agents.models import Agent, Conversation
@@ -20,6 +20,12 @@ def agents_for_user(user: AnyUser) -> QuerySet[Agent]:
     if getattr(user, "is_superuser", False):
         return agents
     return agents.filter(allowed_groups__user__pk=user.pk).distinct()
+
+
+def agent_cards_for_user(user: AnyUser) -> QuerySet[Agent]:
+    """`agents_for_user`, each with `document_count`, counted in the same query (not one per agent)."""
+    # distinct: the group join may list an agent once per group the user shares with it.
+    return agents_for_user(user).annotate(document_count=Count("documents", distinct=True))
 
 
 def user_may_use_agent(user: AnyUser, agent: Agent) -> bool:

@@ -12,6 +12,6 @@ RECENT_CONVERSATIONS = 10
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """The landing page: the agents this person may use and their latest conversations."""
-    agents = selectors.agents_for_user(request.user).select_related("ttl_policy")
+    agents = selectors.agent_cards_for_user(request.user)
     conversations = selectors.conversations_for_user(request.user).select_related("agent")[:RECENT_CONVERSATIONS]
     return render(request, "agents/home.html", {"agents": agents, "conversations": conversations})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
+from agents.models import Agent
 from tests.conftest import PASSWORD, Demo
 
 
@@ -49,3 +52,34 @@ def test_someone_in_no_group_is_told_how_to_get_access(demo: Demo, bob: User, cl
     page = client.get("/").content.decode()
     assert "No agent is open to your groups yet" in page
     assert all(agent.name not in page for agent in demo.agents.values())
+
+
+def test_the_home_page_counts_documents_in_one_query_however_many_agents(
+    demo: Demo, root: User, client: Client
+) -> None:
+    client.force_login(root)
+    with CaptureQueriesContext(connection) as three_agents:
+        page = client.get("/").content.decode()
+    for agent in demo.agents.values():
+        assert f"{agent.documents.count()} knowledge documents" in page
+
+    support = demo.agents["support"]
+    for n in range(3):
+        Agent.objects.create(slug=f"extra-{n}", name=f"Extra {n}", ttl_policy=support.ttl_policy)
+    with CaptureQueriesContext(connection) as six_agents:
+        page = client.get("/").content.decode()
+
+    assert "Extra 2" in page
+    assert len(six_agents) == len(three_agents)
+
+
+def test_an_agent_shared_through_two_groups_counts_its_documents_once(demo: Demo, alice: User, client: Client) -> None:
+    support = demo.agents["support"]
+    second = Group.objects.create(name="second support group")
+    support.allowed_groups.add(second)
+    alice.groups.add(second)
+    client.force_login(alice)
+
+    page = client.get("/").content.decode()
+
+    assert f"{support.documents.count()} knowledge documents" in page
