@@ -4,6 +4,11 @@ Client frames: `{"type": "message", "message": "...", "conversation_id": <id or 
 Server frames: `{"type": "delta", "text"}`..., then `{"type": "done", "message_id",
 "conversation_id", "citations", "cache", "timings"}`, or `{"type": "error", "code", "message"}`.
 
+A socket outlives the login that opened it, so every turn asks the database again who is
+asking: a user who was deactivated, logged out (session deleted) or changed their password
+gets an `unauthorized` error frame and the socket is closed with 4401; one who lost the
+agent gets `agent_not_permitted` (or `agent_not_found`) and 4403 (4404), as at connect.
+
 A bad frame gets an error frame and the socket stays open. Turns on one socket run one
 after another, in order, in a worker thread (`TurnStream`); frames keep being read
 meanwhile, so a bad frame is answered at once and a disconnect is noticed at once. On
@@ -15,20 +20,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
+from typing import Any, cast
 
 import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth.models import User
+from django.http import HttpRequest
 
 from agents import selectors
 from agents.api import render
 from agents.api.bodies import chat_message, expect_object, optional_id
 from agents.api.errors import ApiError, as_api_error
 from agents.api.streaming import Delta, Done, Failed, TurnStream
-from agents.errors import ChatError
-from agents.turns import prepare_turn
+from agents.errors import AgentNotFound, AgentNotPermitted, ChatError
+from agents.turns import TurnRequest, prepare_turn
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,11 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_PERMITTED = 4403
 CLOSE_NOT_FOUND = 4404
+SESSION_ENDED = ApiError(401, "unauthorized", "Your session has ended; log in again.")
+
+
+class SessionEnded(Exception):
+    """The socket's login is no longer valid: its session is gone or its user may not log in."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +132,19 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
     async def run_turn(self, frame: MessageFrame) -> None:
         async with self.in_order:
             try:
-                turn = await database_sync_to_async(prepare_turn)(
-                    user=self.scope["user"], slug=self.slug, conversation_id=frame.conversation_id
-                )
+                turn = await database_sync_to_async(self._admit)(frame)
+            except SessionEnded:
+                await self.send_error(SESSION_ENDED)
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
             except ApiError as error:
                 await self.send_error(error)
                 return
             except ChatError as error:
                 await self.send_error(as_api_error(error))
+                if isinstance(error, AgentNotPermitted | AgentNotFound):
+                    # The socket is bound to this agent: no later frame could succeed either.
+                    await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
                 return
             stream = TurnStream(
                 user=turn.user, agent=turn.agent, message=frame.message, conversation=turn.conversation
@@ -142,6 +161,26 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                 elif isinstance(event, Failed):
                     await self.send_error(_failure(event.error))
                     return
+
+    def _admit(self, frame: MessageFrame) -> TurnRequest:
+        return prepare_turn(user=self._current_user(), slug=self.slug, conversation_id=frame.conversation_id)
+
+    def _current_user(self) -> User:
+        """The socket's user as the database has them now, checked as Django checks each HTTP request.
+
+        `scope["user"]` was loaded once, at connect. Reloading the session by its key and the user
+        through `auth.get_user` sees a deleted session, a deactivated user and a changed password
+        (the session's auth hash) alike; flags and groups are then fresh for the selectors.
+        """
+        session_key = self.scope["session"].session_key
+        if session_key is None:
+            raise SessionEnded
+        request = HttpRequest()
+        request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = auth.get_user(request)
+        if not user.is_authenticated or user.pk != self.scope["user"].pk:
+            raise SessionEnded
+        return cast(User, user)
 
     async def send_error(self, error: ApiError) -> None:
         await self.send_json({"type": "error", "code": error.code, "message": error.message, **error.extra})

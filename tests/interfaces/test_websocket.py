@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import websockets
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.test import Client
 
 from agents.models import Conversation, Message
@@ -107,6 +110,55 @@ def test_who_may_connect(demo, alice, bob, root, persona, path, origin, accepted
     assert connected is accepted
     if close_code is not None:
         assert code == close_code
+
+
+def _deactivate(user: User) -> None:
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+
+def _log_out_everywhere(user: User) -> None:
+    Session.objects.all().delete()
+
+
+def _change_password(user: User) -> None:
+    user.set_password("a new secret")  # invalidates the session's auth hash, as in Django's HTTP requests
+    user.save()
+
+
+def _leave_every_group(user: User) -> None:
+    user.groups.clear()
+
+
+@pytest.mark.parametrize(
+    ("end_access", "code", "close_code"),
+    [
+        (_deactivate, "unauthorized", 4401),
+        (_log_out_everywhere, "unauthorized", 4401),
+        (_change_password, "unauthorized", 4401),
+        (_leave_every_group, "agent_not_permitted", 4403),
+    ],
+    ids=["deactivated", "session deleted", "password changed", "left the agent's group"],
+)
+def test_an_open_socket_loses_access_with_its_user(demo, alice, end_access, code, close_code):
+    # The user is read again for every turn, not only at connect: an open socket is no back door.
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": QUESTION})
+        answered = await until_done(comm)
+        await database_sync_to_async(end_access)(alice)
+        await comm.send_json_to({"type": "message", "message": QUESTION})
+        refused = await comm.receive_json_from(timeout=5)
+        closed = await comm.receive_output(timeout=5)
+        return answered[-1], refused, closed
+
+    answered, refused, closed = run(scenario)
+    assert answered["type"] == "done"
+    assert refused["type"] == "error" and refused["code"] == code and refused["message"]
+    assert closed == {"type": "websocket.close", "code": close_code}
+    assert Message.objects.count() == 2  # the refused question was not stored
 
 
 def test_bad_frames_get_error_frames_and_the_socket_stays_usable(demo, alice, charlie):
