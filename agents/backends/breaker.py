@@ -1,123 +1,56 @@
 """One circuit breaker per model server, so a dead server costs one fast error, not a timeout per turn.
 
-pybreaker keeps the state and counters, but `CircuitBreaker.call` holds one lock for the whole
-guarded call: a streamed answer lasts seconds, so wrapping it would serialize every chat turn
-to that server. Here the breaker only admits a call (before) and records its outcome (after);
-the network call itself runs outside pybreaker's lock.
+The breaker itself is the token cache's (`cachecore.breaker.Breaker`): it holds no lock while
+a guarded call runs, so concurrent turns to one server stream in parallel, and it admits one
+trial call at a time when half-open. This module only keeps one per base URL, with the model
+servers' own thresholds and failure test.
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
 import threading
-import time
-from typing import Any, NoReturn
 
-import pybreaker
 from django.conf import settings
+
+from agents.backends.base import BackendUnavailable
+from cachecore.breaker import Breaker, BreakerEvent, State
 
 logger = logging.getLogger(__name__)
 
 
-class State(enum.Enum):
-    CLOSED = pybreaker.STATE_CLOSED
-    OPEN = pybreaker.STATE_OPEN
-    HALF_OPEN = pybreaker.STATE_HALF_OPEN
+def _is_server_trouble(exc: BaseException) -> bool:
+    # Down, timed out, 5xx or a broken stream; a rejected request (4xx) or the caller's own
+    # on_delta failing means the server answered, and retrying could not help.
+    return isinstance(exc, BackendUnavailable)
 
 
-class BreakerOpen(Exception):
-    def __init__(self, retry_in: float) -> None:
-        super().__init__(f"circuit open, retry in {retry_in:.0f} s")
-        self.retry_in = retry_in
-
-
-class ModelServerBreaker:
-    def __init__(self, name: str, *, fail_max: int, reset_seconds: float) -> None:
-        self.name = name
-        self.reset_seconds = reset_seconds
-        self._lock = threading.Lock()
-        self._opened_at = 0.0
-        self._trial_in_flight = False
-        self._breaker = pybreaker.CircuitBreaker(
-            fail_max=fail_max, reset_timeout=reset_seconds, name=name, listeners=[_StateLog(self)]
+def _log_state_change(event: BreakerEvent) -> None:
+    if event.new is State.OPEN:
+        logger.warning(
+            "model server breaker opened after %d consecutive failures",
+            event.failures,
+            extra={"model_server": event.name, "new_state": event.new.value},
         )
-
-    @property
-    def state(self) -> State:
-        return State(self._breaker.current_state)
-
-    def admit(self) -> None:
-        """Let a call through, or raise `BreakerOpen` at once without touching the network."""
-        with self._lock:
-            state = self.state
-            if state is State.OPEN:
-                retry_in = self._opened_at + self.reset_seconds - time.monotonic()
-                if retry_in > 0:
-                    raise BreakerOpen(retry_in)
-                self._breaker.half_open()
-                self._trial_in_flight = True
-            elif state is State.HALF_OPEN:
-                # One trial call at a time; the others keep failing fast until it reports.
-                if self._trial_in_flight:
-                    raise BreakerOpen(0.0)
-                self._trial_in_flight = True
-
-    def record_success(self) -> None:
-        with self._lock:
-            self._trial_in_flight = False
-            # CircuitBreakerError: opened by other calls meanwhile; its reset timeout decides.
-            with contextlib.suppress(pybreaker.CircuitBreakerError):
-                self._breaker.call(_succeed)
-
-    def record_failure(self, error: Exception) -> None:
-        with self._lock:
-            self._trial_in_flight = False
-            # Counted; pybreaker re-raises what it recorded (or CircuitBreakerError when it trips).
-            with contextlib.suppress(pybreaker.CircuitBreakerError, type(error)):
-                self._breaker.call(_fail, error)
-
-    def _opened(self) -> None:
-        self._opened_at = time.monotonic()
+    elif event.old is not None and event.old is not event.new:
+        logger.info("model server breaker %s", event.new.value, extra={"model_server": event.name})
 
 
-class _StateLog(pybreaker.CircuitBreakerListener):
-    def __init__(self, owner: ModelServerBreaker) -> None:
-        self.owner = owner
-
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        if new_state.name == pybreaker.STATE_OPEN:
-            self.owner._opened()
-            logger.warning(
-                "model server breaker opened",
-                extra={"model_server": self.owner.name, "reset_seconds": self.owner.reset_seconds},
-            )
-        elif old_state is not None and old_state.name != new_state.name:
-            logger.info("model server breaker %s", new_state.name, extra={"model_server": self.owner.name})
-
-
-def _succeed() -> None:
-    return None
-
-
-def _fail(error: Exception) -> NoReturn:
-    raise error
-
-
-_breakers: dict[str, ModelServerBreaker] = {}
+_breakers: dict[str, Breaker] = {}
 _breakers_lock = threading.Lock()
 
 
-def breaker_for(base_url: str) -> ModelServerBreaker:
+def breaker_for(base_url: str) -> Breaker:
     """The process-wide breaker of one model server (by its base URL), created on first use."""
     key = base_url.rstrip("/")
     with _breakers_lock:
         breaker = _breakers.get(key)
         if breaker is None:
-            breaker = _breakers[key] = ModelServerBreaker(
-                key,
+            breaker = _breakers[key] = Breaker(
+                name=key,
                 fail_max=settings.TOKENCACHE_MODEL_BREAKER_FAIL_MAX,
                 reset_seconds=settings.TOKENCACHE_MODEL_BREAKER_RESET_SECONDS,
+                listeners=[_log_state_change],
+                counts_as_failure=_is_server_trouble,
             )
         return breaker

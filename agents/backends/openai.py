@@ -31,7 +31,8 @@ from agents.backends.base import (
     Prompt,
     api_key_env_refusal,
 )
-from agents.backends.breaker import BreakerOpen, breaker_for
+from agents.backends.breaker import breaker_for
+from cachecore.breaker import BreakerOpen
 
 if TYPE_CHECKING:
     from cachecore.tokenizers import Tokenizer
@@ -103,24 +104,15 @@ class OpenAIBackend:
             payload["messages"] = prompt.messages
         body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
-        breaker = breaker_for(self.base_url)
         try:
-            breaker.admit()
+            # The whole stream is read inside the guard, so a broken stream counts as a failure.
+            with breaker_for(self.base_url).guard():
+                stream = self._post(path, body, headers, on_delta)
         except BreakerOpen as exc:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} failed repeatedly; not calling it again for "
                 f"{max(exc.retry_in, 1):.0f} s."
             ) from None
-        try:
-            stream = self._post(path, body, headers, on_delta)
-        except BackendUnavailable as exc:
-            breaker.record_failure(exc)
-            raise
-        except BaseException:
-            # A rejected request, or the caller's own on_delta failing: the server answered.
-            breaker.record_success()
-            raise
-        breaker.record_success()
         return self._generation(prompt, stream)
 
     def _api_key(self) -> str | None:

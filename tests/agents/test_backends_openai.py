@@ -11,9 +11,10 @@ import pytest
 from django.test import override_settings
 
 from agents.backends import BackendError, BackendUnavailable, ContextChunk, Prompt, backend_for
-from agents.backends.breaker import State, breaker_for
+from agents.backends.breaker import breaker_for
 from agents.backends.openai import OpenAIBackend
 from agents.models import Agent
+from cachecore.breaker import State
 from cachecore.tokenizers import get_tokenizer
 from tests.support.fake_model_server import FIRST_GENERATED_ID, FakeModelServer
 
@@ -398,6 +399,37 @@ def test_the_breaker_opens_for_a_dead_server_and_closes_once_it_answers_again(mo
     assert generation.text.startswith("Answer from fake model")
     assert breaker.state is State.CLOSED
     assert len(model_server.requests) == 1  # only the trial reached the restarted server
+
+
+@pytest.mark.timeout(10)
+def test_a_half_open_breaker_lets_one_trial_through_and_fails_the_others_fast(model_server: FakeModelServer) -> None:
+    client = backend(model_server)
+    with override_settings(TOKENCACHE_MODEL_BREAKER_RESET_SECONDS=0.3):
+        breaker = breaker_for(model_server.base_url)
+    model_server.knobs.error_status = 503
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable, match="HTTP 503"):
+            client.generate(build_prompt(), max_tokens=64, temperature=0.0)
+    model_server.knobs.error_status = None
+    model_server.knobs.chunk_delay_seconds = 0.1  # the trial streams for about 0.8 s
+    time.sleep(0.35)  # the reset timeout: only time makes the breaker half-open
+    trial_streaming = threading.Event()
+    trial = threading.Thread(
+        target=lambda: client.generate(
+            build_prompt(), max_tokens=64, temperature=0.0, on_delta=lambda _: trial_streaming.set()
+        )
+    )
+    trial.start()
+    assert trial_streaming.wait(5)
+
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="failed repeatedly"):
+        client.generate(build_prompt(), max_tokens=64, temperature=0.0)
+    assert time.monotonic() - started < 0.1
+    trial.join()
+
+    assert breaker.state is State.CLOSED
+    assert len(model_server.requests) == 4  # three failures and the one trial
 
 
 def test_backend_for_an_openai_agent_reads_its_configuration(model_server: FakeModelServer) -> None:
