@@ -16,7 +16,9 @@ share it, and so share cache entries; any change of vocabulary changes every key
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -222,8 +224,26 @@ class ServerTokenizer:
             raise TokenizerUnavailable(f"tokenizer server {self._base_url!r} sent no text: {exc}") from exc
 
 
+# A load that failed after this long (a hung or blackholed server, ~20 s of timeouts)
+# is remembered for FAILED_LOAD_RETRY_SECONDS, so that turns fail at once instead of
+# each waiting it out again. A load that failed faster (refused connection, bad spec)
+# is cheaper to retry than to remember, and retrying it picks up a restarted server
+# on the next turn.
+SLOW_FAILURE_SECONDS = 1.0
+FAILED_LOAD_RETRY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class _Failed:
+    message: str
+    retry_at: float  # time.monotonic() before which the load is not tried again
+
+
 _loaded: dict[str, Tokenizer] = {}
-_loading = threading.Lock()
+_failed: dict[str, _Failed] = {}
+# One lock per spec: a slow load (a server that does not answer) holds up only the
+# callers of that spec, not every first-time load in the process.
+_loading: dict[str, threading.Lock] = {}
 
 
 def get_tokenizer(spec: str) -> Tokenizer:
@@ -235,11 +255,26 @@ def get_tokenizer(spec: str) -> Tokenizer:
     tokenizer = _loaded.get(spec)
     if tokenizer is not None:
         return tokenizer
-    with _loading:  # loading takes ~0.1-1 s; one thread does it, the others wait
+    # setdefault is atomic on a dict: every caller of one spec gets the same lock.
+    with _loading.setdefault(spec, threading.Lock()):  # one thread loads (0.1-1 s); the others wait
         tokenizer = _loaded.get(spec)
-        if tokenizer is None:
+        if tokenizer is not None:
+            return tokenizer
+        failed = _failed.get(spec)
+        if failed is not None and time.monotonic() < failed.retry_at:
+            raise TokenizerUnavailable(failed.message)
+        started = time.monotonic()
+        try:
             tokenizer = _load(spec)
-            _loaded[spec] = tokenizer
+        except TokenizerUnavailable as exc:
+            finished = time.monotonic()
+            if finished - started >= SLOW_FAILURE_SECONDS:
+                _failed[spec] = _Failed(
+                    f"{exc} (not retried for {FAILED_LOAD_RETRY_SECONDS:g} s)", finished + FAILED_LOAD_RETRY_SECONDS
+                )
+            raise
+        _failed.pop(spec, None)
+        _loaded[spec] = tokenizer
         return tokenizer
 
 

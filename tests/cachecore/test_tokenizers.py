@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +128,59 @@ def test_unreachable_tokenizer_server_is_unavailable_not_a_traceback() -> None:
 
     with pytest.raises(TokenizerUnavailable, match="did not answer"):
         tokenizers.ServerTokenizer(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+
+
+def test_a_slow_failed_load_is_remembered_briefly_so_turns_fail_at_once(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokenizers, "SLOW_FAILURE_SECONDS", 0.2)
+    monkeypatch.setattr(tokenizers, "FAILED_LOAD_RETRY_SECONDS", 0.5)
+    model_server.knobs.hang_seconds = 0.3  # a server that takes its time, then fails
+    model_server.knobs.error_status = 503
+    spec = "server:" + model_server.base_url
+    with pytest.raises(TokenizerUnavailable, match="did not answer POST /tokenize"):
+        get_tokenizer(spec)
+    failed_at = time.monotonic()
+
+    asked = len(model_server.requests)
+    with pytest.raises(TokenizerUnavailable, match=r"did not answer POST /tokenize.*not retried for 0\.5 s"):
+        get_tokenizer(spec)
+    assert len(model_server.requests) == asked, "a remembered failure must not call the server"
+
+    model_server.knobs.hang_seconds, model_server.knobs.error_status = 0.0, None
+    time.sleep(max(0.0, failed_at + 0.5 - time.monotonic()))  # the memory is a clock: nothing to await
+    assert get_tokenizer(spec).spec == spec
+
+
+def test_a_fast_failed_load_is_tried_again_on_the_next_call(model_server: FakeModelServer) -> None:
+    spec = "server:" + model_server.base_url
+    model_server.knobs.error_status = 503
+    with pytest.raises(TokenizerUnavailable):
+        get_tokenizer(spec)
+    model_server.knobs.error_status = None
+    assert get_tokenizer(spec).spec == spec
+
+
+def test_a_hanging_server_load_holds_up_only_its_own_spec(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hanging = "server:" + model_server.base_url
+    model_server.knobs.hang_seconds = 30.0  # released by stop()
+    loading_hanging = threading.Event()
+    real_load = tokenizers._load
+
+    def load(spec: str) -> Tokenizer:
+        if spec == hanging:
+            loading_hanging.set()
+        return real_load(spec)
+
+    monkeypatch.setattr(tokenizers, "_load", load)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        stuck = pool.submit(get_tokenizer, hanging)
+        assert loading_hanging.wait(timeout=5)
+        other = pool.submit(get_tokenizer, f"hf:{build_hf_tokenizer_file(tmp_path)}")
+        assert other.result(timeout=5).decode(other.result().encode(SAMPLE)) == SAMPLE
+        assert not stuck.done()
+        model_server.stop()
+        with pytest.raises(TokenizerUnavailable):
+            stuck.result(timeout=5)
