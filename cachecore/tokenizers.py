@@ -15,6 +15,8 @@ share it, and so share cache entries; any change of vocabulary changes every key
 """
 
 import hashlib
+import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -28,6 +30,8 @@ import orjson
 
 from cachecore.breaker import Breaker, BreakerOpen
 from cachecore.exceptions import TokenizerUnavailable
+
+logger = logging.getLogger(__name__)
 
 FINGERPRINT_CHARS = 16
 
@@ -142,7 +146,9 @@ class ServerTokenizer:
     The server is the source of truth for the model it serves, so its IDs are what
     the prompt must contain. A server exposes no vocabulary, so the fingerprint is
     built from the served model's name and the IDs of a fixed probe text: another
-    model (or tokenizer revision) behind the same URL gets new keys.
+    model (or tokenizer revision) behind the same URL gets new keys. `get_tokenizer`
+    probes again every `SERVER_REFRESH_SECONDS`, since a model can be redeployed
+    behind the URL while this process runs.
 
     Every failure, at load or later, is a `TokenizerUnavailable` with the reason, and
     a breaker stops calling a server that keeps failing: a chat turn then fails at
@@ -170,40 +176,60 @@ class ServerTokenizer:
         self.spec = f"server:{base_url}"
         self.n_vocab: int | None = None
         try:
-            model = self._model_name()
-            probe = self.encode(self.PROBE)
+            self.fingerprint = self.probe_fingerprint()
         except TokenizerUnavailable:
             self._client.close()
             raise
-        self.fingerprint = _fingerprint(b"server:vllm", model.encode(), probe.astype("<u4").tobytes())
+
+    def probe_fingerprint(self) -> str:
+        """The fingerprint of what the server serves now: the probe text's IDs and the model's name.
+
+        Raises `TokenizerUnavailable` when the server cannot say, rather than guessing a
+        fingerprint that would send lookups to other keys.
+        """
+        probe = self.encode(self.PROBE)  # first, so a dead server reads "did not answer POST /tokenize"
+        model = self._model_name()
+        return _fingerprint(b"server:vllm", model.encode(), probe.astype("<u4").tobytes())
 
     def _model_name(self) -> str:
-        # Optional: a bare tokenize server may not list models.
+        # Optional: a bare tokenize server may not list models (a 4xx or an unexpected body).
+        response = self._request("GET", "/v1/models")
+        if response.is_client_error:
+            return ""
         try:
-            response = self._client.get("/v1/models")
-            response.raise_for_status()
             return str(orjson.loads(response.content)["data"][0]["id"])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError):
             return ""
 
-    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+    def _request(self, method: str, path: str, payload: dict[str, object] | None = None) -> httpx.Response:
+        """One call through the breaker; no answer or a 5xx is `TokenizerUnavailable`."""
         try:
             with self._breaker.guard():
-                response = self._client.post(
+                response = self._client.request(
+                    method,
                     path,
-                    content=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-                    headers={"content-type": "application/json"},
+                    content=None if payload is None else orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+                    headers=None if payload is None else {"content-type": "application/json"},
                 )
                 if response.is_server_error:
                     raise _ServerFailed(f"HTTP {response.status_code}")
-            response.raise_for_status()
-            body: dict[str, object] = orjson.loads(response.content)
         except BreakerOpen:
             raise TokenizerUnavailable(
                 f"tokenizer server {self._base_url!r} failed {self.FAIL_MAX} times in a row; "
                 f"not calling it again for up to {self.RESET_SECONDS:.0f} s"
             ) from None
-        except (httpx.HTTPError, _ServerFailed, ValueError) as exc:
+        except (httpx.HTTPError, _ServerFailed) as exc:
+            raise TokenizerUnavailable(
+                f"tokenizer server {self._base_url!r} did not answer {method} {path}: {exc}"
+            ) from exc
+        return response
+
+    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        response = self._request("POST", path, payload)
+        try:
+            response.raise_for_status()
+            body: dict[str, object] = orjson.loads(response.content)
+        except (httpx.HTTPError, ValueError) as exc:
             raise TokenizerUnavailable(
                 f"tokenizer server {self._base_url!r} did not answer POST {path}: {exc}"
             ) from exc
@@ -224,6 +250,10 @@ class ServerTokenizer:
             raise TokenizerUnavailable(f"tokenizer server {self._base_url!r} sent no text: {exc}") from exc
 
 
+# A `server:` tokenizer is trusted for this long, then its fingerprint is probed again:
+# when another model is deployed behind the same URL, this bounds how long its IDs can
+# be served or written under the old model's keys.
+SERVER_REFRESH_SECONDS = 60.0
 # A load that failed after this long (a hung or blackholed server, ~20 s of timeouts)
 # is remembered for FAILED_LOAD_RETRY_SECONDS, so that turns fail at once instead of
 # each waiting it out again. A load that failed faster (refused connection, bad spec)
@@ -233,13 +263,19 @@ SLOW_FAILURE_SECONDS = 1.0
 FAILED_LOAD_RETRY_SECONDS = 10.0
 
 
+@dataclass
+class _Loaded:
+    tokenizer: Tokenizer
+    check_at: float  # time.monotonic() after which to probe a server's fingerprint again
+
+
 @dataclass(frozen=True)
 class _Failed:
     message: str
     retry_at: float  # time.monotonic() before which the load is not tried again
 
 
-_loaded: dict[str, Tokenizer] = {}
+_loaded: dict[str, _Loaded] = {}
 _failed: dict[str, _Failed] = {}
 # One lock per spec: a slow load (a server that does not answer) holds up only the
 # callers of that spec, not every first-time load in the process.
@@ -250,16 +286,20 @@ def get_tokenizer(spec: str) -> Tokenizer:
     """The tokenizer named by `spec`, loaded once per process and shared by threads.
 
     Raises `TokenizerUnavailable` with a message fit for a configuration error when
-    the spec is unknown or its tokenizer cannot be loaded.
+    the spec is unknown or its tokenizer cannot be loaded. A `server:` tokenizer is
+    re-validated every `SERVER_REFRESH_SECONDS`: if the server now tokenizes
+    differently (another model), a new instance with the new fingerprint replaces it.
     """
-    tokenizer = _loaded.get(spec)
-    if tokenizer is not None:
-        return tokenizer
+    loaded = _loaded.get(spec)
+    if loaded is not None:
+        if time.monotonic() < loaded.check_at:
+            return loaded.tokenizer
+        return _revalidated(spec, loaded)
     # setdefault is atomic on a dict: every caller of one spec gets the same lock.
     with _loading.setdefault(spec, threading.Lock()):  # one thread loads (0.1-1 s); the others wait
-        tokenizer = _loaded.get(spec)
-        if tokenizer is not None:
-            return tokenizer
+        loaded = _loaded.get(spec)
+        if loaded is not None:
+            return loaded.tokenizer
         failed = _failed.get(spec)
         if failed is not None and time.monotonic() < failed.retry_at:
             raise TokenizerUnavailable(failed.message)
@@ -274,8 +314,56 @@ def get_tokenizer(spec: str) -> Tokenizer:
                 )
             raise
         _failed.pop(spec, None)
-        _loaded[spec] = tokenizer
+        _loaded[spec] = _Loaded(tokenizer, _next_check(tokenizer))
         return tokenizer
+
+
+def _next_check(tokenizer: Tokenizer) -> float:
+    # Files and offline encodings cannot change under a running process; a server can.
+    return time.monotonic() + SERVER_REFRESH_SECONDS if isinstance(tokenizer, ServerTokenizer) else math.inf
+
+
+def _revalidated(spec: str, loaded: _Loaded) -> Tokenizer:
+    """`loaded`'s tokenizer if the server still tokenizes the same way, else its replacement.
+
+    One thread probes; the others keep using the current instance meanwhile rather
+    than wait. A probe that fails keeps the instance (its own calls will fail while
+    the server is down) and is tried again after the next interval.
+    """
+    lock = _loading.setdefault(spec, threading.Lock())
+    if not lock.acquire(blocking=False):
+        return loaded.tokenizer
+    try:
+        current = _loaded[spec]
+        if current is not loaded:  # replaced by another thread since we looked
+            return current.tokenizer
+        tokenizer = loaded.tokenizer
+        assert isinstance(tokenizer, ServerTokenizer)  # the only kind with a finite check_at
+        try:
+            fingerprint = tokenizer.probe_fingerprint()
+        except TokenizerUnavailable as exc:
+            logger.warning(
+                "could not re-validate tokenizer %s: %s", spec, exc, extra={"event": "tokenizer_probe_failed"}
+            )
+            loaded.check_at = _next_check(tokenizer)
+            return tokenizer
+        if fingerprint == tokenizer.fingerprint:
+            loaded.check_at = _next_check(tokenizer)
+            return tokenizer
+        # Another model: its IDs must never be served or written under the old keys.
+        del _loaded[spec]
+        replacement = _load(spec)
+        _loaded[spec] = _Loaded(replacement, _next_check(replacement))
+        logger.warning(
+            "tokenizer %s changed (fingerprint %s -> %s): using new cache keys",
+            spec,
+            tokenizer.fingerprint,
+            replacement.fingerprint,
+            extra={"event": "tokenizer_changed", "old": tokenizer.fingerprint, "new": replacement.fingerprint},
+        )
+        return replacement
+    finally:
+        lock.release()
 
 
 def _load(spec: str) -> Tokenizer:

@@ -130,6 +130,43 @@ def test_unreachable_tokenizer_server_is_unavailable_not_a_traceback() -> None:
         tokenizers.ServerTokenizer(f"http://127.0.0.1:{free_port()}", timeout=1.0)
 
 
+def test_a_server_tokenizer_is_trusted_between_refreshes_without_asking_the_server(
+    model_server: FakeModelServer,
+) -> None:
+    spec = "server:" + model_server.base_url
+    first = get_tokenizer(spec)
+    asked = len(model_server.requests)
+    assert get_tokenizer(spec) is first
+    assert len(model_server.requests) == asked
+
+
+def test_another_model_behind_the_same_url_gets_a_new_fingerprint_at_the_next_refresh(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokenizers, "SERVER_REFRESH_SECONDS", 0.0)  # every call is past the interval
+    spec = "server:" + model_server.base_url
+    first = get_tokenizer(spec)
+    probes = len(model_server.requests_to("/v1/models"))
+    assert get_tokenizer(spec) is first, "the same model keeps its instance and its keys"
+    assert len(model_server.requests_to("/v1/models")) == probes + 1
+
+    model_server.model = "another-model"
+    replaced = get_tokenizer(spec)
+    assert replaced is not first and replaced.fingerprint != first.fingerprint
+    assert replaced.fingerprint == tokenizers.ServerTokenizer(model_server.base_url).fingerprint
+    assert get_tokenizer(spec) is replaced
+
+
+def test_a_refresh_that_cannot_reach_the_server_keeps_the_tokenizer(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokenizers, "SERVER_REFRESH_SECONDS", 0.0)
+    spec = "server:" + model_server.base_url
+    first = get_tokenizer(spec)
+    model_server.knobs.error_status = 503
+    assert get_tokenizer(spec) is first  # its own calls fail while the server does
+
+
 def test_a_slow_failed_load_is_remembered_briefly_so_turns_fail_at_once(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
