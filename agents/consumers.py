@@ -9,10 +9,13 @@ asking: a user who was deactivated, logged out (session deleted) or changed thei
 gets an `unauthorized` error frame and the socket is closed with 4401; one who lost the
 agent gets `agent_not_permitted` (or `agent_not_found`) and 4403 (4404), as at connect.
 
-A bad frame gets an error frame and the socket stays open. Turns on one socket run one
-after another, in order, in a worker thread (`TurnStream`); frames keep being read
-meanwhile, so a bad frame is answered at once and a disconnect is noticed at once. On
-disconnect only the forwarding stops: the turn runs to the end and its answer is stored.
+A bad frame gets an error frame and the socket stays open. Each frame is admitted as it
+arrives (agent, conversation, rate limit: `prepare_turn`); turns on one socket then run one
+after another, in order, in a worker thread (`TurnStream`), with at most
+`MAX_WAITING_TURNS` waiting: a frame beyond that gets a `busy` error frame. Frames keep being
+read meanwhile, so a bad frame is answered at once and a disconnect is noticed at once. On
+disconnect only the forwarding stops: the running turn runs to the end and its answer is
+stored; turns still waiting are dropped.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_PERMITTED = 4403
 CLOSE_NOT_FOUND = 4404
 SESSION_ENDED = ApiError(401, "unauthorized", "Your session has ended; log in again.")
+# One turn runs per socket and at most this many more wait behind it; each waiting turn is a
+# stored question and a rate-limit unit already spent, so the queue stays short.
+MAX_WAITING_TURNS = 2
+BUSY = ApiError(
+    429,
+    "busy",
+    f"One answer is being written and {MAX_WAITING_TURNS} more questions are waiting on this socket; "
+    "send this one again when an answer is done.",
+)
 
 
 class SessionEnded(Exception):
@@ -111,15 +123,17 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
             task.cancel()  # stops the forwarding only; TurnStream's thread finishes and stores the answer
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Admission happens here, as each frame arrives, not when its turn comes up: a frame that
+        # is over the rate limit, or past the socket's queue, is refused at once and never waits.
         try:
             frame = parse_frame(text_data, bytes_data)
-        except ApiError as error:
-            await self.send_error(error)
+            if len(self.turns) > MAX_WAITING_TURNS:
+                raise BUSY
+            turn = await database_sync_to_async(self._admit)(frame)
+        except (SessionEnded, ApiError, ChatError) as error:
+            await self.refuse(error)
             return
-        except ChatError as error:
-            await self.send_error(as_api_error(error))
-            return
-        task = asyncio.create_task(self.run_turn(frame))
+        task = asyncio.create_task(self.run_turn(frame.message, turn))
         self.turns.add(task)
         task.add_done_callback(self._forget)
 
@@ -129,38 +143,40 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
             # Typically the client went away while we were sending; the turn itself is unaffected.
             logger.info("websocket_forwarding_stopped", extra={"error": repr(task.exception())})
 
-    async def run_turn(self, frame: MessageFrame) -> None:
+    async def run_turn(self, message: str, turn: TurnRequest) -> None:
         async with self.in_order:
             try:
-                turn = await database_sync_to_async(self._admit)(frame)
-            except SessionEnded:
-                await self.send_error(SESSION_ENDED)
-                await self.close(code=CLOSE_UNAUTHENTICATED)
+                # The login may have ended while this turn waited behind another.
+                user = await database_sync_to_async(self._current_user)()
+            except SessionEnded as error:
+                await self.refuse(error)
                 return
-            except ApiError as error:
-                await self.send_error(error)
-                return
-            except ChatError as error:
-                await self.send_error(as_api_error(error))
-                if isinstance(error, AgentNotPermitted | AgentNotFound):
-                    # The socket is bound to this agent: no later frame could succeed either.
-                    await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
-                return
-            stream = TurnStream(
-                user=turn.user, agent=turn.agent, message=frame.message, conversation=turn.conversation
-            ).start()
+            stream = TurnStream(user=user, agent=turn.agent, message=message, conversation=turn.conversation).start()
             while True:
                 event = await stream.anext_event()
                 if isinstance(event, Delta):
                     await self.send_json({"type": "delta", "text": event.text})
                 elif isinstance(event, Done):
-                    turn = render.turn(event.result)
-                    turn.pop("answer")
-                    await self.send_json({"type": "done", **turn})
+                    done = render.turn(event.result)
+                    done.pop("answer")
+                    await self.send_json({"type": "done", **done})
                     return
                 elif isinstance(event, Failed):
                     await self.send_error(_failure(event.error))
                     return
+
+    async def refuse(self, error: SessionEnded | ApiError | ChatError) -> None:
+        """Answer a refused frame with an error frame; close the socket if no later frame could succeed."""
+        if isinstance(error, SessionEnded):
+            await self.send_error(SESSION_ENDED)
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+        elif isinstance(error, ApiError):
+            await self.send_error(error)
+        else:
+            await self.send_error(as_api_error(error))
+            if isinstance(error, AgentNotPermitted | AgentNotFound):
+                # The socket is bound to this agent.
+                await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
 
     def _admit(self, frame: MessageFrame) -> TurnRequest:
         return prepare_turn(user=self._current_user(), slug=self.slug, conversation_id=frame.conversation_id)

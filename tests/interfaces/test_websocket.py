@@ -7,6 +7,7 @@ once over a real socket with the `websockets` client against uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -246,6 +247,57 @@ def test_model_server_down_gives_an_error_frame_and_keeps_the_question(model_age
     question, answer = Message.objects.order_by("pk")
     assert question.content == "Anyone?" and answer.pk == error["message_id"] and answer.status == "error"
     assert after["code"] == "invalid_json"  # the socket is still open and answering
+
+
+async def _release_and_collect(comm: WebsocketCommunicator, model_server, turns: int) -> list[dict[str, Any]]:
+    """Stop the hanging model server, then the last frame of each of `turns` turns (all fail fast now)."""
+    await asyncio.to_thread(model_server.stop)
+    return [(await until_done(comm))[-1] for _ in range(turns)]
+
+
+def test_a_socket_holds_one_running_turn_and_two_waiting_then_answers_busy(model_agent, model_server, alice):
+    model_server.knobs.hang_seconds = 30  # the first turn waits on the model until stop()
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/modelled/", cookie=cookie)
+        assert (await comm.connect())[0]
+        for n in range(4):
+            await comm.send_json_to({"type": "message", "message": f"Question {n}"})
+        busy = await comm.receive_json_from(timeout=5)  # while the first turn still hangs
+        finished = await _release_and_collect(comm, model_server, turns=3)
+        await comm.send_json_to({"type": "message", "message": "Question 4"})
+        later = await until_done(comm)
+        await comm.disconnect()
+        return busy, finished, later[-1]
+
+    busy, finished, later = run(scenario)
+    assert busy["type"] == "error" and busy["code"] == "busy" and busy["message"]
+    assert [f["code"] for f in finished] == ["model_unavailable"] * 3
+    assert later["code"] == "model_unavailable"  # a later frame is admitted again: busy is not a ban
+    asked = Message.objects.filter(role="user").order_by("pk").values_list("content", flat=True)
+    assert list(asked) == ["Question 0", "Question 1", "Question 2", "Question 4"]
+
+
+def test_the_rate_limit_refuses_a_frame_on_arrival_not_when_its_turn_comes(model_agent, model_server, alice, settings):
+    settings.TOKENCACHE_CHAT_RATE_PER_MINUTE = 2
+    model_server.knobs.hang_seconds = 30
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/modelled/", cookie=cookie)
+        assert (await comm.connect())[0]
+        for n in range(3):
+            await comm.send_json_to({"type": "message", "message": f"Question {n}"})
+        limited = await comm.receive_json_from(timeout=5)  # the first turn still hangs: nothing else is sent
+        finished = await _release_and_collect(comm, model_server, turns=2)
+        await comm.disconnect()
+        return limited, finished
+
+    limited, finished = run(scenario)
+    assert limited["type"] == "error" and limited["code"] == "rate_limited"
+    assert [f["code"] for f in finished] == ["model_unavailable"] * 2
+    assert Message.objects.filter(role="user").count() == 2
 
 
 def test_rate_limit_gives_an_error_frame(demo, alice, settings):
