@@ -3,11 +3,13 @@
 With several server and worker processes, prometheus_client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR) sums counters and histograms across processes at
 /metrics. The breaker gauge is per process by nature: it carries a `process` label
-and `livemostrecent` drops the series of processes that have exited (once the
-server calls `prometheus_client.multiprocess.mark_process_dead`).
+and `livemostrecent` drops the series of processes that have exited, once
+`mark_process_dead` has run for them (at exit, or when a later process prunes them).
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 LOOKUPS = Counter(
     "tokencache_lookups_total",
@@ -64,3 +66,9 @@ SKIPPED_WRITES = Counter(
     "Tokenized texts not written to Redis, by reason.",
     ["reason"],
 )
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished process's live gauges from /metrics (multiprocess mode only)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

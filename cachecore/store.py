@@ -14,6 +14,7 @@ Every round trip goes through the breaker. A Redis error or an open breaker neve
 reaches the caller: the affected texts are tokenized here and come back as BYPASS.
 """
 
+import atexit
 import contextlib
 import enum
 import logging
@@ -517,6 +518,7 @@ def default_store() -> TokenStore:
             )
             metrics.BREAKER_STATE.labels(process=identity.label).set(breaker.state.gauge_value)
             recorder.register(breaker)
+            atexit.register(_forget_at_exit, recorder)
             _default = TokenStore(
                 get_redis_connection("tokens"),
                 breaker=breaker,
@@ -525,6 +527,13 @@ def default_store() -> TokenStore:
             )
             _default_pid = pid
         return _default
+
+
+def _forget_at_exit(recorder: DatabaseRecorder) -> None:
+    # A forked child inherits its parent's atexit hooks: only the process that
+    # registered may forget its own row.
+    if os.getpid() == recorder.identity.pid:
+        recorder.forget()
 
 
 def get_many(
