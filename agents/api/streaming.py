@@ -4,12 +4,20 @@ The SSE view and the websocket consumer must stream while `run_turn` (synchronou
 database-bound) runs. The turn runs in a bounded pool of worker threads and always runs
 to the end, whoever listens: a client that goes away mid-answer cancels only the
 forwarding, never the turn, so the answer is stored (design invariant 6).
+
+No thread ever waits for a listener: the turn's thread appends each event and wakes an
+asynchronous listener with `loop.call_soon_threadsafe`. (Waiting with `asyncio.to_thread`
+would park one thread of the event loop's small default executor per open stream, so a few
+slow streams would stall every other stream and websocket in the process.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +49,17 @@ Event = Delta | Done | Failed
 
 
 class TurnStream:
-    """`TurnStream(user=..., agent=..., message=..., ...).start()`; then `next_event()` until Done or Failed."""
+    """`TurnStream(user=..., agent=..., message=..., ...).start()`; then `next_event()` until Done or Failed.
+
+    One listener at a time, from a thread (`next_event`) or an event loop (`await anext_event()`).
+    """
 
     def __init__(self, **turn_kwargs: Any) -> None:
         self._kwargs = turn_kwargs
-        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._events: deque[Event] = deque()
+        self._arrived = threading.Condition()
+        # The asynchronous listener waiting for the next event: its loop and the future to resolve.
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     def start(self) -> TurnStream:
         _pool.submit(self._run)
@@ -55,17 +69,44 @@ class TurnStream:
         # A pool thread is a long-lived thread: treat each turn like a request for connection handling.
         close_old_connections()
         try:
-            result = run_turn(**self._kwargs, on_delta=lambda text: self._events.put(Delta(text)))
+            result = run_turn(**self._kwargs, on_delta=lambda text: self._put(Delta(text)))
         except BaseException as error:
-            self._events.put(Failed(error))
+            self._put(Failed(error))
         else:
-            self._events.put(Done(result))
+            self._put(Done(result))
         finally:
             close_old_connections()
 
+    def _put(self, event: Event) -> None:
+        with self._arrived:
+            self._events.append(event)
+            self._arrived.notify()
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            loop, woken = waiter
+            # RuntimeError: the listener's loop has closed, nobody is left to wake; the turn goes on.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, woken)
+
     def next_event(self, timeout: float | None = None) -> Event:
         """Block for the next event; raises `queue.Empty` after `timeout` seconds."""
-        return self._events.get(timeout=timeout)
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: self._events, timeout):
+                raise queue.Empty
+            return self._events.popleft()
 
     async def anext_event(self) -> Event:
-        return await asyncio.to_thread(self._events.get)
+        """The next event, awaited on the running loop without holding any thread."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._arrived:
+                if self._events:
+                    return self._events.popleft()
+                woken = loop.create_future()
+                self._waiter = (loop, woken)
+            await woken
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():  # a listener that was cancelled (the client left) has nothing to wake
+        woken.set_result(None)
