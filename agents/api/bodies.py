@@ -48,6 +48,23 @@ def chat_message(value: object, *, field: str = "message") -> str:
     return value
 
 
+# Past any id or size this API accepts (ids are signed 64-bit): what a longer number reads as.
+BEYOND_RANGE = 2**63
+
+
+def ascii_int(raw: str) -> int | None:
+    """`raw` (a URL segment, query value or header) as a non-negative integer, or None if it is not one.
+
+    Only ASCII digits count: `str.isdigit()` also accepts "²", on which `int()` raises (a 500),
+    and `int()` itself reads "٣" as 3. Over 19 digits the value is `BEYOND_RANGE`, out of every
+    range here, so `int()` never meets its 4300-digit limit (another 500).
+    """
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    digits = raw.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else BEYOND_RANGE
+
+
 def optional_id(value: object, *, field: str) -> int | None:
     # bool is an int in Python; `true` is not an id. Range is the selector's job (404 if out of range).
     if value is None:

@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from agents.api.bodies import ascii_int
 from agents.api.errors import ApiError, as_api_error, invalid_request, json_error
 from agents.errors import ChatError
 from agents.tokens import authenticate_token
@@ -86,10 +87,10 @@ def enforce_csrf(request: HttpRequest) -> None:
 
 def read_json(request: HttpRequest) -> object:
     limit = settings.TOKENCACHE_MAX_BODY_BYTES
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if not declared.isdigit():
+    declared = ascii_int(request.META.get("CONTENT_LENGTH") or "0")
+    if declared is None:
         raise invalid_request("Content-Length must be a number.")
-    if int(declared) > limit:
+    if declared > limit:
         raise _too_large(limit)
     try:
         raw = request.body

@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
 from agents.api import render
-from agents.api.bodies import ChatBody
+from agents.api.bodies import ChatBody, ascii_int
 from agents.api.decorators import ApiRequest, api_endpoint
 from agents.api.errors import ApiError, json_error
 from agents.chat import run_turn
@@ -45,17 +45,19 @@ def conversation_list(call: ApiRequest[None]) -> HttpResponse:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return LIST_LIMIT_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+    limit = ascii_int(raw)
+    if limit is None or not 1 <= limit <= LIST_LIMIT_MAX:
         raise ApiError(400, "invalid_request", f"`limit` must be an integer from 1 to {LIST_LIMIT_MAX}.")
-    return int(raw)
+    return limit
 
 
 @api_endpoint("GET", "DELETE")
 def conversation_detail(call: ApiRequest[None], conversation_id: str) -> HttpResponse:
     # The route takes any path segment so that "abc" or "-1" get this API's 404, not Django's HTML page.
-    if not conversation_id.isdigit():
+    pk = ascii_int(conversation_id)
+    if pk is None:
         raise ConversationNotFound(f"No conversation {conversation_id[:40]!r}.")
-    conversation = selectors.get_conversation_for_user(call.user, int(conversation_id))
+    conversation = selectors.get_conversation_for_user(call.user, pk)
     if call.http.method == "DELETE":
         conversation.delete()
         return HttpResponse(status=204)
