@@ -18,12 +18,30 @@ from django.http import HttpRequest
 
 from agents.knowledge import delete_document, save_document
 from agents.models import Agent, ApiToken, Chunk, Conversation, KnowledgeDocument, Message, TTLPolicy
+from agents.selectors import RECENT_DAYS, with_recent_cache_figures
 from agents.tokens import create_api_token, revoke_api_token
 
 
+class RecentCacheFigures:
+    """Hit rate and turns of the last days, read from the answers' durable records.
+
+    The figures an admin tunes a TTL by: the hit rate counts hits against misses only,
+    since a lookup bypassed while Redis was down says nothing about the TTL.
+    """
+
+    @admin.display(description=f"hit rate ({RECENT_DAYS} days)")
+    def recent_hit_rate(self, obj: Any) -> str:
+        lookups = obj.recent_hits + obj.recent_misses
+        return f"{obj.recent_hits / lookups:.0%} of {lookups}" if lookups else "—"
+
+    @admin.display(description=f"turns ({RECENT_DAYS} days)", ordering="recent_turns")
+    def turns(self, obj: Any) -> int:
+        return int(obj.recent_turns)
+
+
 @admin.register(TTLPolicy)
-class TTLPolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "ttl_seconds", "expiry_mode", "agents_using", "auto_apply"]
+class TTLPolicyAdmin(RecentCacheFigures, admin.ModelAdmin):
+    list_display = ["name", "ttl_seconds", "expiry_mode", "agents_using", "recent_hit_rate", "turns", "auto_apply"]
     fieldsets = [
         (None, {"fields": ["name", "ttl_seconds", "expiry_mode"]}),
         ("Why", {"fields": ["rationale", "tuning_guidance"]}),
@@ -31,7 +49,8 @@ class TTLPolicyAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TTLPolicy]:
-        return super().get_queryset(request).prefetch_related("agents")
+        policies = super().get_queryset(request).prefetch_related("agents")
+        return with_recent_cache_figures(policies, agent_field="ttl_policy")
 
     @admin.display(description="agents using it")
     def agents_using(self, policy: TTLPolicy) -> str:
@@ -39,8 +58,18 @@ class TTLPolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "backend_kind", "tokenizer_spec", "ttl_policy", "documents", "enabled"]
+class AgentAdmin(RecentCacheFigures, admin.ModelAdmin):
+    list_display = [
+        "slug",
+        "name",
+        "backend_kind",
+        "tokenizer_spec",
+        "ttl_policy",
+        "documents",
+        "recent_hit_rate",
+        "turns",
+        "enabled",
+    ]
     list_filter = ["enabled", "backend_kind", "ttl_policy"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
@@ -66,7 +95,8 @@ class AgentAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
-        return super().get_queryset(request).select_related("ttl_policy").annotate(document_count=Count("documents"))
+        agents = super().get_queryset(request).select_related("ttl_policy").annotate(document_count=Count("documents"))
+        return with_recent_cache_figures(agents, agent_field="")
 
     @admin.display(description="documents", ordering="document_count")
     def documents(self, agent: Agent) -> int:
