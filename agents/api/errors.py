@@ -37,12 +37,17 @@ def invalid_request(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)
 
 
+# What a client is told when the model cannot answer. The reason (the model server's URL, its
+# error body) is for operators: it is logged and kept in the error answer's `Message.error`.
+MODEL_UNAVAILABLE_MESSAGE = "The model server is unavailable. Your message was kept; please try again later."
+
+
 def as_api_error(error: ChatError) -> ApiError:
-    extra: dict[str, Any] = {}
     if isinstance(error, ModelUnavailable):
         # The user's message was stored: tell the client where, so it can retry in the same conversation.
         extra = {"conversation_id": error.conversation_id, "message_id": error.message_id}
-    return ApiError(error.status, error.code, error.message, extra=extra)
+        return ApiError(error.status, error.code, MODEL_UNAVAILABLE_MESSAGE, extra=extra)
+    return ApiError(error.status, error.code, error.message)
 
 
 def json_error(error: ApiError) -> JsonResponse:

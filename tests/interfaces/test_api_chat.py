@@ -81,14 +81,20 @@ def test_model_server_down_gives_503_and_keeps_the_users_message(model_agent, mo
     question, answer = Message.objects.filter(conversation_id=error["conversation_id"]).order_by("pk")
     assert (question.role, question.content, question.status) == ("user", "Is anyone there?", "ok")
     assert (answer.pk, answer.status, answer.content) == (error["message_id"], "error", "")
-    assert answer.error
+    # The client learns that the model is unavailable; where it lives is for the admin's eyes only.
+    assert "model server is unavailable" in error["message"] and "message was kept" in error["message"]
+    assert model_server.base_url not in error["message"] and "127.0.0.1" not in error["message"]
+    assert model_server.base_url in answer.error
 
 
-def test_model_server_error_status_gives_503_too(model_agent, model_server, api):
+def test_model_server_error_status_gives_503_without_the_servers_error_body(model_agent, model_server, api):
     model_server.knobs.error_status = 500
+    model_server.knobs.error_message = "CUDA out of memory on gpu-node-7"
     response = post_json(api, "/api/agents/modelled/chat", {"message": "Is anyone there?"})
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "model_unavailable"
+    error = response.json()["error"]
+    assert error["code"] == "model_unavailable"
+    assert "gpu-node-7" not in error["message"] and model_server.base_url not in error["message"]
 
 
 def test_it_answers_from_a_model_server(model_agent, model_server, api):

@@ -244,6 +244,7 @@ def test_model_server_down_gives_an_error_frame_and_keeps_the_question(model_age
 
     error, after = run(scenario)
     assert error["type"] == "error" and error["code"] == "model_unavailable"
+    assert model_server.base_url not in error["message"] and "127.0.0.1" not in error["message"]
     question, answer = Message.objects.order_by("pk")
     assert question.content == "Anyone?" and answer.pk == error["message_id"] and answer.status == "error"
     assert after["code"] == "invalid_json"  # the socket is still open and answering
