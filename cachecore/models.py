@@ -28,6 +28,8 @@ class BreakerProcess(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "process breaker"
+        verbose_name_plural = "process breakers"
         constraints = [models.UniqueConstraint(fields=["host", "pid"], name="breaker_one_row_per_process")]
         ordering = ["host", "pid"]
 

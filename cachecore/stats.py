@@ -36,6 +36,14 @@ class CacheStats:
         return self.hits / self.lookups if self.lookups else None
 
     @property
+    def mean_hit_ms(self) -> float | None:
+        return self.mean_hit_seconds * 1000 if self.mean_hit_seconds is not None else None
+
+    @property
+    def mean_miss_ms(self) -> float | None:
+        return self.mean_miss_seconds * 1000 if self.mean_miss_seconds is not None else None
+
+    @property
     def tokens_cached(self) -> int | None:
         return self.stored.tokens if self.stored else None
 
