@@ -7,6 +7,15 @@ limit, which is fine for a fairness limit (it guards the model server, not a bil
 Redis trouble must never stop chat (design invariant 4): the limiter has its own client
 with short timeouts, fails open, logs once, and skips Redis for a cool-down so a dead
 or paused Redis costs no request more than one short timeout.
+
+A burst is not trouble: at most `TOKENCACHE_POOL_SIZE` checks talk to Redis at once, the
+others wait up to `POOL_WAIT_SECONDS` for a turn, and one that still finds every connection
+busy is let through uncounted, without switching the limiter off. (A gate of our own rather
+than redis-py's `BlockingConnectionPool`, which reports exhaustion as a plain
+`ConnectionError`, the same class as "Redis is down".)
+
+The counters live in the cache's Redis database, whose `allkeys-lru` policy may evict them
+under memory pressure: a user then gets a fresh window early, acceptable for a fairness limit.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -23,27 +33,32 @@ from agents.api.errors import ApiError
 logger = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 0.25
+POOL_WAIT_SECONDS = 0.5
 COOL_DOWN_SECONDS = 10.0
 WINDOW_SECONDS = 60
 
 _lock = threading.Lock()
-_clients: dict[str, redis.Redis] = {}
+_limiters: dict[tuple[str, int], _Limiter] = {}
 _skip_until = 0.0
 
 
-def _client() -> redis.Redis:
-    url = settings.REDIS_URL
+@dataclass(frozen=True)
+class _Limiter:
+    client: redis.Redis
+    # One slot per pooled connection: holding a slot guarantees the pool has a connection to give.
+    slots: threading.BoundedSemaphore
+
+
+def _limiter() -> _Limiter:
+    url, size = settings.REDIS_URL, settings.TOKENCACHE_POOL_SIZE
     with _lock:
-        client = _clients.get(url)
-        if client is None:
+        limiter = _limiters.get((url, size))
+        if limiter is None:
             client = redis.Redis.from_url(
-                url,
-                socket_connect_timeout=TIMEOUT_SECONDS,
-                socket_timeout=TIMEOUT_SECONDS,
-                max_connections=settings.TOKENCACHE_POOL_SIZE,
+                url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS, max_connections=size
             )
-            _clients[url] = client
-        return client
+            limiter = _limiters[(url, size)] = _Limiter(client=client, slots=threading.BoundedSemaphore(size))
+        return limiter
 
 
 def check_chat_rate(user_id: int) -> None:
@@ -57,8 +72,13 @@ def check_chat_rate(user_id: int) -> None:
         return
     window = int(now // WINDOW_SECONDS)
     key = f"tc:rl:chat:{user_id}:{window}"
+    limiter = _limiter()
+    if not limiter.slots.acquire(timeout=POOL_WAIT_SECONDS):
+        # Busy, not broken: let this turn through, but keep counting the next ones.
+        logger.info("chat_rate_limit_busy", extra={"waited_seconds": POOL_WAIT_SECONDS})
+        return
     try:
-        pipe = _client().pipeline(transaction=False)
+        pipe = limiter.client.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, WINDOW_SECONDS + 5)
         count = int(pipe.execute()[0])
@@ -69,6 +89,8 @@ def check_chat_rate(user_id: int) -> None:
             extra={"error": repr(error), "fail_open_seconds": COOL_DOWN_SECONDS},
         )
         return
+    finally:
+        limiter.slots.release()
     if count > limit:
         retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now) + 1)
         raise ApiError(
