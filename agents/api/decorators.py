@@ -117,8 +117,12 @@ def _too_large(limit: int) -> ApiError:
 def api_endpoint(
     *methods: str, body: Any = None, render: ErrorRenderer = json_error
 ) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
-    """Decorate an API view; `body` is a type with `parse(data) -> instance`, or None for no body."""
-    allowed = frozenset(methods)
+    """Decorate an API view; `body` is a type with `parse(data) -> instance`, or None for no body.
+
+    HEAD is accepted wherever GET is (HTTP requires it; the server drops the body), so `methods`
+    lists only what the view and the schema describe.
+    """
+    allowed = frozenset(methods) | ({"HEAD"} if "GET" in methods else set())
 
     def decorate(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @csrf_exempt  # checked below, after we know how the caller authenticated
@@ -146,7 +150,7 @@ def api_endpoint(
                 logger.exception("api_unhandled_error", extra={"path": request.path})
                 return render(ApiError(500, "internal_error", "Something went wrong on our side."))
 
-        wrapper.allowed_methods = allowed  # type: ignore[attr-defined]  # read by the schema test
+        wrapper.allowed_methods = frozenset(methods)  # type: ignore[attr-defined]  # read by the schema test
         return wrapper
 
     return decorate
