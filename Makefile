@@ -1,5 +1,6 @@
-# Tokencache: `make run` starts everything, `make test` runs the suite. Both set up first.
-.PHONY: run test lint bench bench-cache setup setup-dev check-deploy clean
+# Tokencache: `make run` starts everything, `make test` runs the suite on SQLite, then on
+# PostgreSQL (`make test-postgres`). Both set up first.
+.PHONY: run test test-postgres lint bench bench-cache setup setup-dev setup-postgres check-deploy clean
 
 setup:
 	scripts/bootstrap.sh runtime
@@ -7,11 +8,20 @@ setup:
 setup-dev:
 	scripts/bootstrap.sh dev
 
+setup-postgres:
+	scripts/bootstrap.sh postgres
+
 run: setup
 	scripts/run.sh
 
 test: setup-dev
 	.venv/bin/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-postgres
+
+# The whole suite again, on a private PostgreSQL server that the tests start on 127.0.0.1
+# and delete afterwards (tests/postgres_plugin.py): production's database, same code.
+test-postgres: setup-postgres
+	TOKENCACHE_TEST_POSTGRES=1 .venv/bin/pytest $(PYTEST_ARGS)
 
 lint: setup-dev
 	.venv/bin/ruff check .

@@ -4,9 +4,15 @@ One interface, `search_chunks`, over SQLite FTS5 with bm25 (the default) and Pos
 full-text search, so every process sees the same index and nothing is rebuilt in memory.
 The index follows the chunks by itself (see migration 0002).
 
+Both rank the same way: the question's words and its pairs of adjacent words, each scored
+by bm25 (rare ones weigh more, a match in the document's title counts TITLE_WEIGHT times,
+long chunks are not favoured for being long). PostgreSQL's own `ts_rank` has no notion of
+rarity, so the PostgreSQL query computes bm25 itself from its GIN indexes.
+
 User text is never FTS syntax: it is cut into words and each word is passed as a quoted
-string (SQLite) or through `plainto_tsquery` (PostgreSQL), so `"`, `*`, `NEAR(`, `-`,
-`AND`, `:` or `^` in a question are searched for, not obeyed.
+string (SQLite) or as query parameters turned into lexemes by `to_tsvector` and
+`phraseto_tsquery` (PostgreSQL), so `"`, `*`, `NEAR(`, `-`, `AND`, `:`, `!`, `<->` or `^`
+in a question are searched for, not obeyed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections
 
@@ -37,20 +44,76 @@ _SQLITE_QUERY = """
     LIMIT %s
 """
 
-# to_tsvector('english'::regconfig, c.text) must match the GIN index of migration 0002 exactly.
-# {tsquery} becomes one plainto_tsquery(%s) per word, OR-ed: words travel as parameters.
+# bm25 as FTS5 computes it (k1 = 1.2, b = 0.75; idf floored at 1e-6), over the agent's chunks:
+# - words: each lexeme of the question under the 'english' configuration (stemmed; stop words such
+#   as "with" have none), found through the GIN index on to_tsvector('english', text);
+# - phrases: each pair of adjacent words under the 'simple' configuration (not stemmed, no stop
+#   words, so "with statement" keeps its "with"), found through the GIN index on
+#   to_tsvector('simple', text). Both expressions must match migration 0002 exactly, or the planner
+#   ignores the indexes;
+# - a match in the document's title adds TITLE_WEIGHT to the term's frequency, as the title
+#   column's weight does in FTS5. A chunk's length is its text's and title's characters.
 _POSTGRES_QUERY = """
-    WITH q AS (SELECT {tsquery} AS query)
-    SELECT c.id, c.document_id, d.title, d.source, c.text,
-           -(ts_rank(to_tsvector('english'::regconfig, c.text), q.query)
-             + %s * ts_rank(to_tsvector('english'::regconfig, d.title), q.query)) AS rank
-    FROM agents_chunk c
-    JOIN agents_knowledgedocument d ON d.id = c.document_id, q
-    WHERE d.agent_id = %s
-      AND (to_tsvector('english'::regconfig, c.text) @@ q.query
-           OR to_tsvector('english'::regconfig, d.title) @@ q.query)
+    WITH
+    items AS (
+        SELECT row_number() OVER () AS item, kind, lexeme, query FROM (
+            SELECT DISTINCT 'word' AS kind, v.lexeme, quote_literal(v.lexeme)::tsquery AS query
+            FROM unnest(%(words)s::text[]) AS w(word), unnest(to_tsvector('english'::regconfig, w.word)) AS v
+            UNION
+            SELECT 'phrase', NULL, phraseto_tsquery('simple'::regconfig, p.pair)
+            FROM unnest(%(pairs)s::text[]) AS p(pair)
+        ) AS distinct_items
+        WHERE numnode(query) > 0
+    ),
+    chunks AS (
+        SELECT c.id, c.document_id, length(c.text) + length(d.title) AS size
+        FROM agents_chunk c JOIN agents_knowledgedocument d ON d.id = c.document_id
+        WHERE d.agent_id = %(agent)s
+    ),
+    stats AS (SELECT count(*)::float8 AS n, greatest(avg(size), 1)::float8 AS average_size FROM chunks),
+    text_hits AS (
+        SELECT i.item, c.id AS chunk_id,
+               (SELECT sum(cardinality(v.positions)) FROM unnest(to_tsvector('english'::regconfig, c.text)) AS v
+                WHERE v.lexeme = i.lexeme) AS tf
+        FROM items i JOIN agents_chunk c ON to_tsvector('english'::regconfig, c.text) @@ i.query
+        WHERE i.kind = 'word'
+        UNION ALL
+        SELECT i.item, c.id, 1
+        FROM items i JOIN agents_chunk c ON to_tsvector('simple'::regconfig, c.text) @@ i.query
+        WHERE i.kind = 'phrase'
+    ),
+    title_hits AS (
+        SELECT i.item, d.id AS document_id
+        FROM items i JOIN agents_knowledgedocument d
+          ON d.agent_id = %(agent)s
+         AND CASE i.kind WHEN 'word' THEN to_tsvector('english'::regconfig, d.title)
+                         ELSE to_tsvector('simple'::regconfig, d.title) END @@ i.query
+    ),
+    hits AS (
+        SELECT item, chunk_id, sum(tf)::float8 AS tf FROM (
+            SELECT h.item, h.chunk_id, h.tf FROM text_hits h JOIN chunks ch ON ch.id = h.chunk_id
+            UNION ALL
+            SELECT t.item, ch.id, %(title_weight)s FROM title_hits t JOIN chunks ch ON ch.document_id = t.document_id
+        ) AS text_and_title
+        GROUP BY item, chunk_id
+    ),
+    weights AS (
+        SELECT h.item, greatest(ln((s.n - count(*) + 0.5) / (count(*) + 0.5)), 1e-6) AS idf
+        FROM hits h, stats s
+        GROUP BY h.item, s.n
+    ),
+    scores AS (
+        SELECT h.chunk_id,
+               sum(w.idf * h.tf * 2.2 / (h.tf + 1.2 * (0.25 + 0.75 * ch.size / s.average_size))) AS score
+        FROM hits h JOIN weights w ON w.item = h.item JOIN chunks ch ON ch.id = h.chunk_id, stats s
+        GROUP BY h.chunk_id
+    )
+    SELECT c.id, c.document_id, d.title, d.source, c.text, -sc.score AS rank
+    FROM scores sc
+    JOIN agents_chunk c ON c.id = sc.chunk_id
+    JOIN agents_knowledgedocument d ON d.id = c.document_id
     ORDER BY rank, c.id
-    LIMIT %s
+    LIMIT %(limit)s
 """
 
 
@@ -69,16 +132,22 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_QUERY_TERMS]
 
 
-def _fts5_match(query: str, terms: list[str]) -> str:
-    """An FTS5 query: every word, and every pair of adjacent words as a phrase, OR-ed.
+def adjacent_pairs(query: str) -> list[str]:
+    """Every distinct pair of adjacent words of `query` ("a b"), lower-cased, at most MAX_QUERY_TERMS.
 
-    Each becomes an FTS5 string ("...", quotes doubled): data, never an operator. The
-    phrases matter: bm25 gives a word found in over half the chunks no weight at all,
+    The phrases matter: bm25 gives a word found in over half the chunks no weight at all,
     so "how does the with statement work" needs the rare phrase "with statement".
     """
     words = [word.lower() for word in _WORD.findall(query)]
-    pairs = list(dict.fromkeys(f"{a} {b}" for a, b in itertools.pairwise(words)))[:MAX_QUERY_TERMS]
-    return " OR ".join('"' + item.replace('"', '""') + '"' for item in [*terms, *pairs])
+    return list(dict.fromkeys(f"{a} {b}" for a, b in itertools.pairwise(words)))[:MAX_QUERY_TERMS]
+
+
+def _fts5_match(query: str, terms: list[str]) -> str:
+    """An FTS5 query: every word, and every pair of adjacent words as a phrase, OR-ed.
+
+    Each becomes an FTS5 string ("...", quotes doubled): data, never an operator.
+    """
+    return " OR ".join('"' + item.replace('"', '""') + '"' for item in [*terms, *adjacent_pairs(query)])
 
 
 def search_chunks(*, agent: Agent, query: str, limit: int) -> list[RetrievedChunk]:
@@ -87,14 +156,19 @@ def search_chunks(*, agent: Agent, query: str, limit: int) -> list[RetrievedChun
     if not terms or limit <= 0:
         return []
     connection = connections[Chunk.objects.db]
-    params: list[str | int | float]
+    params: list[Any] | dict[str, Any]
     if connection.vendor == "sqlite":
         match = _fts5_match(query, terms)
         sql, params = _SQLITE_QUERY, [TITLE_WEIGHT, match, agent.pk, limit]
     elif connection.vendor == "postgresql":
-        tsquery = " || ".join(["plainto_tsquery('english'::regconfig, %s)"] * len(terms))
-        sql = _POSTGRES_QUERY.format(tsquery=tsquery)
-        params = [*terms, TITLE_WEIGHT, agent.pk, limit]
+        sql = _POSTGRES_QUERY
+        params = {
+            "words": terms,
+            "pairs": adjacent_pairs(query),
+            "agent": agent.pk,
+            "title_weight": TITLE_WEIGHT,
+            "limit": limit,
+        }
     else:
         raise NotImplementedError(f"Full-text retrieval supports SQLite and PostgreSQL, not {connection.vendor}.")
     with connection.cursor() as cursor:

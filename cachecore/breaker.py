@@ -249,7 +249,7 @@ def gauge_and_log(identity: ProcessIdentity) -> BreakerListener:
             extra={
                 "event": "breaker_state_change",
                 "breaker": event.name,
-                "process": identity.label,
+                "breaker_process": identity.label,
                 "old_state": event.old.value if event.old else None,
                 "new_state": event.new.value,
                 "failures": event.failures,
@@ -374,7 +374,7 @@ class DatabaseRecorder:
                 "breaker rows: could not %s: %s",
                 what,
                 exc,
-                extra={"event": "breaker_record_failed", "process": self.identity.label},
+                extra={"event": "breaker_record_failed", "breaker_process": self.identity.label},
             )
         finally:
             connection.close()

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Install what Tokencache needs on a fresh Debian machine, reusing whatever exists.
-# Usage: scripts/bootstrap.sh [runtime|dev]
+# Usage: scripts/bootstrap.sh [runtime|dev|postgres]
+#   postgres: dev, plus the PostgreSQL server binaries that the PostgreSQL test pass runs
+#   its own private server from (tests/postgres_plugin.py); no server is configured here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-runtime}
+case "$profile" in
+    runtime | dev | postgres) ;;
+    *) echo "Usage: scripts/bootstrap.sh [runtime|dev|postgres]" >&2; exit 2 ;;
+esac
 
 apt_install() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -21,6 +27,10 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Tokencache needs Python 3.11 or newer"'
 
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
+if [ "$profile" = postgres ]; then
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || apt_install postgresql
+    profile=dev
+fi
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && rm -rf .venv && "$PYTHON" -m venv .venv; }

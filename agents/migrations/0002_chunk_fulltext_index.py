@@ -3,8 +3,11 @@
 On SQLite: an FTS5 table (porter stemming over unicode61) holding each chunk's text and
 its document's title, maintained by triggers, so every write path (the knowledge
 service, the admin, a shell, a raw SQL fix) keeps it right and every process sees the
-same index. On PostgreSQL: a GIN index on the same expression the retrieval query
-uses. Other databases: nothing (retrieval refuses them with a clear error).
+same index. On PostgreSQL: GIN indexes on the two expressions the retrieval query
+searches, the text's 'english' vector (stemmed words) and its 'simple' vector (every word
+as written, for phrases such as "with statement", whose "with" is an English stop word);
+a title is matched at query time. Other databases: nothing (retrieval refuses them with a
+clear error).
 """
 
 from django.db import migrations
@@ -51,11 +54,15 @@ SQLITE_REVERSE = [
     "DROP TRIGGER IF EXISTS agents_chunk_fts_insert",
     "DROP TABLE IF EXISTS agents_chunk_fts",
 ]
-# Must match the text expression of agents.retrieval._POSTGRES_QUERY, or the planner ignores the index.
+# Must match the text expressions of agents.retrieval._POSTGRES_QUERY, or the planner ignores the indexes.
 POSTGRES_FORWARD = [
     "CREATE INDEX agents_chunk_fts_gin ON agents_chunk USING GIN (to_tsvector('english'::regconfig, text))",
+    "CREATE INDEX agents_chunk_fts_simple_gin ON agents_chunk USING GIN (to_tsvector('simple'::regconfig, text))",
 ]
-POSTGRES_REVERSE = ["DROP INDEX IF EXISTS agents_chunk_fts_gin"]
+POSTGRES_REVERSE = [
+    "DROP INDEX IF EXISTS agents_chunk_fts_simple_gin",
+    "DROP INDEX IF EXISTS agents_chunk_fts_gin",
+]
 
 
 def _run(statements_by_vendor):

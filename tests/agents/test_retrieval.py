@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 
@@ -31,7 +32,8 @@ def test_recall_at_4_over_the_labelled_queries_meets_the_floor(demo: Demo, slug:
         if item["source"] not in sources:
             misses.append(f"{item['query']!r} -> {sources}")
     recall = {k: hits / len(labelled) for k, hits in found_at.items()}
-    print(f"\n{slug}: {len(labelled)} queries, recall@1 {recall[1]:.2f}, recall@{RECALL_K} {recall[RECALL_K]:.2f}")
+    figures = f"recall@1 {recall[1]:.2f}, recall@{RECALL_K} {recall[RECALL_K]:.2f}"
+    print(f"\n{slug} on {connection.vendor}: {len(labelled)} queries, {figures}")  # SQLite FTS5 or PostgreSQL
     for miss in misses:
         print(f"  missed: {miss}")
     assert recall[RECALL_K] >= RECALL_FLOOR
