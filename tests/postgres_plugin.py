@@ -43,7 +43,7 @@ def bin_dir() -> Path:
     """The directory of initdb, pg_ctl and postgres: on PATH, else Debian's newest install."""
     on_path = shutil.which("initdb")
     if on_path:
-        return Path(on_path).parent
+        return Path(on_path).resolve().parent  # a symlink in /usr/local/bin points at the real bin directory
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(Path(path).parts[-3].split(".")[0])
     )
@@ -233,8 +233,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_report_header(config: pytest.Config) -> str | None:
     if _session_postgres is None:
         return None
-    version = _session_postgres.bindir.parent.name
-    return f"database: a private PostgreSQL {version} on 127.0.0.1:{_session_postgres.port}"
+    return f"database: a private PostgreSQL ({_session_postgres.bindir}) on 127.0.0.1:{_session_postgres.port}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
