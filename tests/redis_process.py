@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,11 +21,17 @@ import redis
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+# Resolved here, in the parent: the child of a multithreaded fork may only call what is
+# already loaded (dlopen there can deadlock).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """Linux: the server gets SIGTERM when the test process dies, even by SIGKILL, so no
-    Redis outlives an interrupted run."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    Redis outlives an interrupted run. (The signal follows the thread that started the
+    server, so servers are started from the main thread only.)"""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -70,6 +77,8 @@ class RedisProcess:
             "allkeys-lru",
             *self.extra,
         ]
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("start test Redis servers from the main thread (see _die_with_parent)")
         self._process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
