@@ -45,6 +45,8 @@ class TTLPolicy(models.Model):
                 name="ttlpolicy_min_le_max",
             ),
             models.CheckConstraint(condition=models.Q(ttl_seconds__gte=1), name="ttlpolicy_ttl_at_least_1s"),
+            # A tuner may set the TTL to the minimum, so the minimum must be a TTL Redis accepts.
+            models.CheckConstraint(condition=models.Q(min_ttl_seconds__gte=1), name="ttlpolicy_min_at_least_1s"),
             models.CheckConstraint(
                 condition=models.Q(
                     min_ttl_seconds__lte=models.F("ttl_seconds"), ttl_seconds__lte=models.F("max_ttl_seconds")

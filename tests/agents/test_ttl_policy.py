@@ -53,6 +53,7 @@ def test_a_minimum_above_the_maximum_is_refused(db: None) -> None:
     "changes",
     [
         {"ttl_seconds": 0, "min_ttl_seconds": 0},
+        {"min_ttl_seconds": 0},
         {"ttl_seconds": 600},
         {"ttl_seconds": 20000},
     ],
