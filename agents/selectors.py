@@ -7,6 +7,7 @@ from typing import TypeVar, cast
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.core.validators import slug_re
 from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -40,8 +41,23 @@ def user_may_use_agent(user: AnyUser, agent: Agent) -> bool:
     return agent.enabled and agents_for_user(user).filter(pk=agent.pk).exists()
 
 
+_SLUG_MAX_LENGTH = Agent._meta.get_field("slug").max_length or 50
+
+
+def _shown(value: object) -> str:
+    # A client's string, echoed back short: a 5000-character path segment is not worth repeating.
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def get_agent_for_user(user: AnyUser, slug: str) -> Agent:
-    """The agent, if enabled; a disabled agent is reported as missing, like an unknown slug."""
+    """The agent, if enabled; a disabled agent is reported as missing, like an unknown slug.
+
+    Anything that is not a slug (Agent.slug is a SlugField) is missing without a query: PostgreSQL
+    refuses a NUL in a string parameter (DataError, a 500), and nothing else needs the round trip.
+    """
+    if not isinstance(slug, str) or len(slug) > _SLUG_MAX_LENGTH or not slug_re.fullmatch(slug):
+        raise AgentNotFound(f"No agent named {_shown(slug)}.")
     agent = Agent.objects.filter(slug=slug, enabled=True).select_related("ttl_policy").first()
     if agent is None:
         raise AgentNotFound(f"No agent named {slug!r}.")

@@ -92,6 +92,10 @@ BAD = [
      "agent_not_found"),
     ("closing tag's slash splits the path", "POST", "/api/agents/%3Cb%3E%3C%2Fb%3E/chat", ask(), 404, "not_found"),
     ("very long agent slug", "POST", "/api/agents/" + "a" * 5000 + "/chat", ask(), 404, "agent_not_found"),
+    # PostgreSQL refuses NUL in a query parameter (DataError): a slug that is not a slug is never queried
+    ("NUL in agent slug", "POST", "/api/agents/a%00b/chat", ask(), 404, "agent_not_found"),
+    ("only NUL as agent slug", "POST", "/api/agents/%00/chat", ask(), 404, "agent_not_found"),
+    ("non-ASCII agent slug", "POST", "/api/agents/%C3%A9t%C3%A9/chat", ask(), 404, "agent_not_found"),
     # --- conversation URLs
     ("conversation path negative", "GET", "/api/conversations/-1/", b"", 404, "conversation_not_found"),
     ("conversation path huge", "GET", "/api/conversations/" + "9" * 30 + "/", b"", 404, "conversation_not_found"),
@@ -132,6 +136,8 @@ BAD = [
     ("openai: stream text", "POST", V1, oa(stream="yes"), 400, "invalid_request"),
     ("openai: n=2", "POST", V1, oa(n=2), 400, "invalid_request"),
     ("openai: unknown model", "POST", V1, oa(model="gpt-4o"), 404, "model_not_found"),
+    ("openai: NUL in model", "POST", V1, oa(model="a\u0000b"), 404, "model_not_found"),
+    ("openai: model with spaces and quotes", "POST", V1, oa(model="support' OR '1'='1"), 404, "model_not_found"),
     ("openai: model not permitted", "POST", V1, oa(model="business"), 403, "agent_not_permitted"),
     ("openai: malformed JSON", "POST", V1, b"{", 400, "invalid_json"),
     ("openai: 1 MB body", "POST", V1, oa(x="a" * 1_000_000), 413, "body_too_large"),
