@@ -370,13 +370,15 @@ def test_the_breaker_opens_after_three_failures_then_fails_fast_without_the_netw
         with pytest.raises(BackendUnavailable, match="HTTP 503"):
             failing.generate(build_prompt(), max_tokens=64, temperature=0.0)
     assert breaker_for(model_server.base_url).state is State.OPEN
+    # Were it called now, the server would hang: the call would wait out the 2 s read timeout.
+    model_server.knobs.hang_seconds = 30
 
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="failed repeatedly; not calling it again for 30 s"):
         failing.generate(build_prompt(), max_tokens=64, temperature=0.0)
 
-    assert time.monotonic() - started < 0.05
-    assert len(model_server.requests) == 3
+    assert time.monotonic() - started < 1.0  # well under the read timeout it avoided
+    assert len(model_server.requests) == 3  # and no request reached the server
 
 
 @pytest.mark.timeout(10)
@@ -411,7 +413,7 @@ def test_a_half_open_breaker_lets_one_trial_through_and_fails_the_others_fast(mo
         with pytest.raises(BackendUnavailable, match="HTTP 503"):
             client.generate(build_prompt(), max_tokens=64, temperature=0.0)
     model_server.knobs.error_status = None
-    model_server.knobs.chunk_delay_seconds = 0.1  # the trial streams for about 0.8 s
+    model_server.knobs.chunk_delay_seconds = 0.3  # the trial streams for about 2.4 s
     time.sleep(0.35)  # the reset timeout: only time makes the breaker half-open
     trial_streaming = threading.Event()
     trial = threading.Thread(
@@ -425,7 +427,10 @@ def test_a_half_open_breaker_lets_one_trial_through_and_fails_the_others_fast(mo
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="failed repeatedly"):
         client.generate(build_prompt(), max_tokens=64, temperature=0.0)
-    assert time.monotonic() - started < 0.1
+    # Not queued behind the trial (about 2.4 s of streaming) nor sent (the 2 s read timeout):
+    # refused at once, and, counted below, no request of its own reached the server.
+    assert time.monotonic() - started < 1.0
+    assert trial.is_alive()  # it was refused while the trial still streamed
     trial.join()
 
     assert breaker.state is State.CLOSED
