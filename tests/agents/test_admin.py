@@ -9,10 +9,13 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from agents.chat import run_turn
-from agents.models import ApiToken, KnowledgeDocument
+from agents.models import Agent, ApiToken, KnowledgeDocument
 from agents.retrieval import search_chunks
 from agents.tokens import authenticate_token, create_api_token, hash_token
+from cachecore.store import Outcome, get_many
+from cachecore.tokenizers import get_tokenizer
 from tests.conftest import Demo
+from tests.support.fake_model_server import FakeModelServer
 
 
 @pytest.fixture
@@ -177,3 +180,50 @@ def test_a_superuser_sees_every_users_tokens(admin_client: Client, alice: User, 
     listing = admin_client.get("/admin/agents/apitoken/").content.decode()
 
     assert "alice-laptop" in listing and "bob-laptop" in listing
+
+
+def test_editing_a_document_in_the_admin_and_asking_again_never_serves_the_old_texts_tokens(
+    demo: Demo, admin_client: Client, root: User, model_server: FakeModelServer
+) -> None:
+    # Issue 4's acceptance, end to end: admin change view -> chat turn. The support agent is pointed
+    # at the loopback model server, which records the prompt token IDs the turn really sent.
+    Agent.objects.filter(slug="support").update(
+        backend_kind=Agent.BackendKind.OPENAI,
+        backend_base_url=model_server.base_url,
+        backend_model=model_server.model,
+        backend_accepts_token_ids=True,
+    )
+    agent = Agent.objects.select_related("ttl_policy").get(slug="support")
+    tokenizer = get_tokenizer(agent.tokenizer_spec)
+    question = "what should I do when Redis is down"
+    document = agent.documents.get(source="support/redis-down")
+    old_texts = list(document.chunks.values_list("text", flat=True))
+
+    run_turn(user=root, agent=agent, message=question)
+    cached = run_turn(user=root, agent=agent, message=question).answer_message
+    old_chunk_ids = set(document.chunks.values_list("id", flat=True))
+    assert {o["outcome"] for o in cached.chunk_outcomes if o["chunk_id"] in old_chunk_ids} == {"hit"}
+
+    new_body = "# Redis down\n\nWhen Redis is down, phone the wombat hotline, then restart redis-server."
+    response = admin_client.post(
+        f"/admin/agents/knowledgedocument/{document.pk}/change/", _document_form(document, body=new_body)
+    )
+    assert response.status_code == 302
+    (new_chunk,) = document.chunks.all()
+
+    answer = run_turn(user=root, agent=agent, message=question).answer_message
+    sent = model_server.last_body()["prompt"]
+
+    outcomes = {o["chunk_id"]: o["outcome"] for o in answer.chunk_outcomes}
+    assert outcomes[new_chunk.pk] == "miss" and not old_chunk_ids & set(outcomes)
+    new_ids = tokenizer.encode(new_chunk.text).tolist()
+    assert _contains(sent, new_ids)
+    for old_text in old_texts:
+        assert not _contains(sent, tokenizer.encode(old_text).tolist())
+    assert "wombat hotline" in tokenizer.decode(sent)
+    again = get_many(tokenizer, [new_chunk.text], ttl=agent.ttl_policy.ttl_seconds, agent=agent.slug).items[0]
+    assert again.outcome is Outcome.HIT and again.ids.tolist() == new_ids  # what was cached is the new text's
+
+
+def _contains(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))
