@@ -18,15 +18,21 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.backends import BackendError, ContextChunk, Generation, Prompt, backend_for
+from agents.backends import BackendError, BackendUnavailable, ContextChunk, Generation, Prompt, backend_for
 from agents.backends.base import OnDelta
 from agents.errors import (
+    INTERNAL_ERROR_CODE,
+    INTERNAL_ERROR_MESSAGE,
     AgentNotFound,
     AgentNotPermitted,
     ConversationForbidden,
+    ConversationNotFound,
     InvalidMessage,
     MessageTooLong,
+    ModelRejected,
     ModelUnavailable,
+    TurnFailed,
+    stored_error,
 )
 from agents.models import Agent, Conversation, Message
 from agents.prompt import build_prompt
@@ -42,7 +48,6 @@ logger = logging.getLogger(__name__)
 HISTORY_MESSAGES = 20
 EXCERPT_CHARS = 240
 TITLE_CHARS = 80
-INTERNAL_ERROR = "The answer failed because of an internal error; your message was kept."
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,11 @@ def run_turn(
     """Answer `message` with `agent` for `user`, storing both sides of the turn.
 
     Raises a `ChatError` before storing anything if the message is invalid or the user
-    may not use the agent or the conversation; raises `ModelUnavailable` after storing
-    the message and an error answer if the answer cannot be produced. If even the error
-    answer cannot be stored, the turn's own error propagates and the second one is logged.
+    may not use the agent or the conversation. Raises `ModelUnavailable` (server down, slow,
+    failing) or `ModelRejected` (it refused the request, or the agent is misconfigured) after
+    storing the message and an error answer. If even the error answer cannot be stored, the
+    turn's own error propagates and the second one is logged. A conversation deleted during
+    the turn raises `ConversationNotFound`: the answer has nowhere to go and nothing is stored.
     """
     started = time.perf_counter()
     question = _validated(message)
@@ -102,19 +109,30 @@ def run_turn(
             temperature=agent.temperature if temperature is None else temperature,
             started=started,
         )
+    except ConversationNotFound:
+        raise  # deleted during the turn: its question went with it, there is nothing to answer
     except (BackendError, CacheCoreError) as exc:
         reason = exc.message if isinstance(exc, BackendError) else str(exc)
-        logger.warning(
-            "chat turn failed", extra={"agent": agent.slug, "conversation": conversation.pk, "reason": reason}
+        # A server that is down or slow may answer later; one that refused the request (a 4xx) or
+        # an agent without its API key will not, until someone changes something.
+        failure: type[TurnFailed] = (
+            ModelRejected
+            if isinstance(exc, BackendError) and not isinstance(exc, BackendUnavailable)
+            else ModelUnavailable
         )
-        failed = _store_error(conversation=conversation, reason=reason, started=started)
+        logger.warning(
+            "chat turn failed",
+            extra={"agent": agent.slug, "conversation": conversation.pk, "code": failure.code, "reason": reason},
+        )
+        failed = _store_error(conversation=conversation, reason=stored_error(failure.code, reason), started=started)
         if failed is None:
-            raise  # ModelUnavailable promises a stored error answer; there is none
-        raise ModelUnavailable(
+            raise  # TurnFailed promises a stored error answer; there is none
+        raise failure(
             f"{reason} Your message was kept.", conversation_id=conversation.pk, message_id=failed.pk
         ) from exc
-    except Exception:
-        _store_error(conversation=conversation, reason=INTERNAL_ERROR, started=started)
+    except Exception as exc:
+        reason = f"{INTERNAL_ERROR_MESSAGE} ({type(exc).__name__})"
+        _store_error(conversation=conversation, reason=stored_error(INTERNAL_ERROR_CODE, reason), started=started)
         raise
 
 
@@ -136,8 +154,19 @@ def _store_user_message(
     if conversation is None:
         conversation = Conversation.objects.create(agent=agent, user_id=cast(int, user.pk), title=_title(text))
     else:
-        Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())
+        _touch(conversation)
     return conversation, Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
+
+
+def _touch(conversation: Conversation) -> None:
+    """Mark the conversation updated, or raise `ConversationNotFound` if it was deleted meanwhile.
+
+    Called inside the transaction that then adds a message: the UPDATE locks the row (PostgreSQL)
+    or the database (SQLite) until commit, so a delete cannot slip in between this check and the
+    insert; without it the insert fails on the foreign key, a 500.
+    """
+    if not Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now()):
+        raise ConversationNotFound(f"Conversation {conversation.pk} was deleted.")
 
 
 def _title(text: str) -> str:
@@ -281,7 +310,14 @@ def _store_answer(
     timings: dict[str, float],
     started: float,
 ) -> Message:
-    Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())
+    try:
+        _touch(conversation)
+    except ConversationNotFound:
+        logger.warning(
+            "conversation deleted during the turn; its answer was dropped",
+            extra={"conversation": conversation.pk, "backend": generation.backend},
+        )
+        raise
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -313,18 +349,27 @@ def _store_answer(
 def _store_error(*, conversation: Conversation, reason: str, started: float) -> Message | None:
     """The error answer; None, logged, if even that cannot be stored (the database failing too).
 
-    Never raises: the caller is handling the turn's own error, which is the one to report;
-    an exception from here would replace it.
+    Raises only `ConversationNotFound`, when the conversation was deleted during the turn: the
+    error, like the question, has nowhere to go. Anything else is logged, never raised: the caller
+    is handling the turn's own error, which is the one to report.
     """
     try:
-        return Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            content="",
-            status=Message.Status.ERROR,
-            error=reason,
-            total_ms=_ms_since(started),
+        with transaction.atomic():
+            _touch(conversation)
+            return Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                content="",
+                status=Message.Status.ERROR,
+                error=reason,
+                total_ms=_ms_since(started),
+            )
+    except ConversationNotFound:
+        logger.warning(
+            "conversation deleted during the turn; its error answer was dropped",
+            extra={"conversation": conversation.pk, "reason": reason},
         )
+        raise
     except Exception:
         logger.exception("could not store the error answer of a failed turn", extra={"conversation": conversation.pk})
         return None

@@ -53,14 +53,59 @@ class ConversationForbidden(ChatError):
     default_message = "This conversation belongs to someone else."
 
 
-class ModelUnavailable(ChatError):
-    """Raised after the user's message and an error answer row are stored, so nothing is lost."""
+class TurnFailed(ChatError):
+    """Raised after the user's message and an error answer row are stored, so nothing is lost.
 
-    code = "model_unavailable"
-    status = 503
-    default_message = "The model is unavailable; your message was kept. Please try again later."
+    Carries where the message was kept. Its `message` is public, fixed per kind: the reason (a
+    model-server URL, an upstream error body, a variable's name) is for operators and lives only in
+    the logs and the error answer's `Message.error`.
+    """
 
     def __init__(self, message: str | None = None, *, conversation_id: int, message_id: int) -> None:
         super().__init__(message)
         self.conversation_id = conversation_id
         self.message_id = message_id
+
+
+class ModelUnavailable(TurnFailed):
+    """The model server (or its tokenizer) is down, slow, failing, or its breaker is open: retry later."""
+
+    code = "model_unavailable"
+    status = 503
+    default_message = "The model server was unavailable; your message was kept. Please try again later."
+
+
+class ModelRejected(TurnFailed):
+    """The model server refused the request (a 4xx: prompt too long, bad request) or the agent is
+    misconfigured (no API key in its variable): retrying will not help until someone changes something."""
+
+    code = "model_rejected"
+    status = 502
+    default_message = "The model server could not answer this request; your message was kept."
+
+
+INTERNAL_ERROR_CODE = "internal_error"
+INTERNAL_ERROR_MESSAGE = "The answer failed because of an internal error; your message was kept."
+
+# What a client is told about an error answer, by the kind stored with it (see `error_kind`).
+PUBLIC_ERROR_MESSAGES = {
+    ModelUnavailable.code: ModelUnavailable.default_message,
+    ModelRejected.code: ModelRejected.default_message,
+    INTERNAL_ERROR_CODE: INTERNAL_ERROR_MESSAGE,
+}
+
+
+def stored_error(code: str, reason: str) -> str:
+    """`Message.error` of an error answer: the kind, then the readable reason for operators."""
+    return f"{code}: {reason}"
+
+
+def error_kind(stored: str) -> str:
+    """The kind of a stored `Message.error`; rows without a known kind count as internal errors."""
+    code, separator, _ = stored.partition(": ")
+    return code if separator and code in PUBLIC_ERROR_MESSAGES else INTERNAL_ERROR_CODE
+
+
+def public_error_message(stored: str) -> str:
+    """The fixed text a client sees for an error answer, whatever its stored reason says."""
+    return PUBLIC_ERROR_MESSAGES[error_kind(stored)]

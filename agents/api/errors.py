@@ -12,7 +12,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from agents.errors import ChatError, ModelUnavailable
+from agents.errors import ChatError, TurnFailed
 
 
 class ApiError(Exception):
@@ -37,16 +37,13 @@ def invalid_request(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)
 
 
-# What a client is told when the model cannot answer. The reason (the model server's URL, its
-# error body) is for operators: it is logged and kept in the error answer's `Message.error`.
-MODEL_UNAVAILABLE_MESSAGE = "The model server is unavailable. Your message was kept; please try again later."
-
-
 def as_api_error(error: ChatError) -> ApiError:
-    if isinstance(error, ModelUnavailable):
-        # The user's message was stored: tell the client where, so it can retry in the same conversation.
+    if isinstance(error, TurnFailed):
+        # The fixed public text of its kind: the reason (the model server's URL, its error body) is for
+        # operators, logged and kept in the error answer's `Message.error`. The user's message was
+        # stored: tell the client where, so it can retry in the same conversation.
         extra = {"conversation_id": error.conversation_id, "message_id": error.message_id}
-        return ApiError(error.status, error.code, MODEL_UNAVAILABLE_MESSAGE, extra=extra)
+        return ApiError(error.status, error.code, error.default_message, extra=extra)
     return ApiError(error.status, error.code, error.message)
 
 

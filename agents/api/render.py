@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents.chat import TurnResult
+from agents.errors import error_kind, public_error_message
 from agents.models import Agent, Conversation, Message
 
 
@@ -45,12 +46,16 @@ def conversation(conversation: Conversation) -> dict[str, Any]:
 
 
 def message(message: Message) -> dict[str, Any]:
+    failed = message.status == Message.Status.ERROR
     return {
         "id": message.pk,
         "role": message.role,
         "content": message.content,
         "status": message.status,
-        "error": message.error,
+        # Clients see the fixed text of the error's kind; `Message.error` (model-server URLs, upstream
+        # error bodies, variable names) is for the admin and the logs.
+        "error": public_error_message(message.error) if failed else "",
+        "error_code": error_kind(message.error) if failed else None,
         "created": message.created.isoformat(),
         "citations": message.citations,
     }

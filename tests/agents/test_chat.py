@@ -16,14 +16,16 @@ from agents.errors import (
     AgentNotFound,
     AgentNotPermitted,
     ConversationForbidden,
+    ConversationNotFound,
     InvalidMessage,
     MessageTooLong,
+    ModelRejected,
     ModelUnavailable,
 )
 from agents.knowledge import upsert_document
 from agents.models import Agent, Conversation, KnowledgeDocument, Message
 from cachecore import store
-from cachecore.breaker import Breaker
+from cachecore.breaker import Breaker, State
 from cachecore.keys import text_digest, token_key
 from cachecore.store import TokenStore
 from cachecore.tokenizers import get_tokenizer
@@ -216,11 +218,95 @@ def test_an_agent_row_naming_a_non_model_key_variable_never_sends_it(
     Agent.objects.filter(pk=modeled.pk).update(backend_api_key_env="SECRET_KEY")
     modeled.refresh_from_db()
 
-    with pytest.raises(ModelUnavailable) as raised:
+    with pytest.raises(ModelRejected) as raised:
         run_turn(user=root, agent=modeled, message="hello?")
 
     assert model_server.requests == []
     assert "TOKENCACHE_MODEL_KEY_" in Message.objects.get(pk=raised.value.message_id).error
+
+
+def test_a_model_server_refusing_the_request_is_model_rejected_not_unavailable(
+    modeled: Agent, root: User, model_server: FakeModelServer
+) -> None:
+    model_server.knobs.error_status = 400
+    model_server.knobs.error_message = "This model's maximum context length is 8192 tokens"
+
+    with pytest.raises(ModelRejected) as raised:
+        run_turn(user=root, agent=modeled, message="is anyone there?")
+
+    error = raised.value
+    assert (error.code, error.status) == ("model_rejected", 502)
+    question, answer = Conversation.objects.get(pk=error.conversation_id).messages.order_by("id")
+    assert (question.role, question.content) == ("user", "is anyone there?")
+    assert (answer.pk, answer.status, answer.content) == (error.message_id, "error", "")
+    assert answer.error.startswith("model_rejected: ") and "maximum context length is 8192" in answer.error
+
+
+def test_a_model_server_without_its_api_key_variable_is_model_rejected(
+    modeled: Agent, root: User, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOKENCACHE_MODEL_KEY_UNSET_FOR_TEST", raising=False)
+    modeled.backend_api_key_env = "TOKENCACHE_MODEL_KEY_UNSET_FOR_TEST"
+
+    with pytest.raises(ModelRejected) as raised:
+        run_turn(user=root, agent=modeled, message="hello?")
+
+    assert model_server.requests == []
+    assert "TOKENCACHE_MODEL_KEY_UNSET_FOR_TEST" in Message.objects.get(pk=raised.value.message_id).error
+
+
+def test_a_conversation_deleted_after_admission_is_not_found_and_nothing_is_stored(demo: Demo, alice: User) -> None:
+    conversation = run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION).conversation
+    Conversation.objects.filter(pk=conversation.pk).delete()  # by another request, after this one was admitted
+
+    with pytest.raises(ConversationNotFound) as raised:
+        run_turn(user=alice, agent=demo.agents["support"], message="and then?", conversation=conversation)
+
+    assert raised.value.status == 404
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+
+
+def _delete_on_first_delta(conversation: Conversation) -> Callable[[str], None]:
+    def delete(text: str) -> None:
+        Conversation.objects.filter(pk=conversation.pk).delete()  # another request, while the answer streams
+
+    return delete
+
+
+def test_a_conversation_deleted_during_generation_drops_the_answer_and_is_not_found(
+    demo: Demo, alice: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    conversation = Conversation.objects.create(agent=demo.agents["support"], user=alice, title="soon gone")
+
+    with pytest.raises(ConversationNotFound):
+        run_turn(
+            user=alice,
+            agent=demo.agents["support"],
+            message=REDIS_QUESTION,
+            conversation=conversation,
+            on_delta=_delete_on_first_delta(conversation),
+        )
+
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+    assert "conversation deleted during the turn; its answer was dropped" in [r.message for r in caplog.records]
+
+
+def test_a_conversation_deleted_while_the_model_fails_stores_no_error_answer_and_is_not_found(
+    modeled: Agent, root: User, model_server: FakeModelServer
+) -> None:
+    model_server.knobs.close_after_chunks = 2
+    conversation = Conversation.objects.create(agent=modeled, user=root, title="soon gone")
+
+    with pytest.raises(ConversationNotFound):
+        run_turn(
+            user=root,
+            agent=modeled,
+            message="hello?",
+            conversation=conversation,
+            on_delta=_delete_on_first_delta(conversation),
+        )
+
+    assert not Conversation.objects.exists() and not Message.objects.exists()
 
 
 def test_an_edited_document_never_serves_the_old_texts_tokens(
@@ -312,13 +398,21 @@ def test_deltas_join_to_the_stored_answer(demo: Demo, alice: User) -> None:
 def test_with_redis_down_the_turn_still_answers_and_records_the_bypass(
     demo: Demo, alice: User, redis_factory: Callable[..., RedisProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = redis_factory()
-    dead.stop()
+    # Paused, not stopped: a call that reached it would wait out the 0.5 s read timeout, so a lookup
+    # well under that shows the open breaker bypassed Redis without touching it.
+    stalled = redis_factory()
     breaker = Breaker(name="chat-test", fail_max=1, reset_seconds=60)
-    monkeypatch.setattr(store, "_default", TokenStore.from_url(dead.url(0), breaker=breaker, connect_timeout=0.5))
+    timeout = 0.5
+    monkeypatch.setattr(
+        store,
+        "_default",
+        TokenStore.from_url(stalled.url(0), breaker=breaker, connect_timeout=timeout, read_timeout=timeout),
+    )
     monkeypatch.setattr(store, "_default_pid", os.getpid())
+    stalled.pause(60_000)
 
-    healthy = run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION)
+    opening = run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION)  # times out, opens
+    assert opening.answer_message.lookup_ms >= timeout * 1000 and breaker.state is State.OPEN
     first, second = (run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION) for _ in range(2))
 
     for result in (first, second):
@@ -327,6 +421,6 @@ def test_with_redis_down_the_turn_still_answers_and_records_the_bypass(
         assert {o["outcome"] for o in record.chunk_outcomes} == {"bypass"}
         assert record.cache_bypassed == len(record.chunk_outcomes) and record.tokens_from_cache == 0
         assert (
-            result.answer == healthy.answer and record.prompt_fingerprint == healthy.answer_message.prompt_fingerprint
+            result.answer == opening.answer and record.prompt_fingerprint == opening.answer_message.prompt_fingerprint
         )
-    assert second.answer_message.lookup_ms < 50  # the breaker is open: no waiting on a dead socket
+        assert record.lookup_ms < timeout * 1000  # the breaker is open: no waiting on the stalled socket

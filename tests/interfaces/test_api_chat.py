@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
 from django.test import Client
 
+from agents.errors import INTERNAL_ERROR_MESSAGE, ModelRejected, ModelUnavailable
 from agents.models import Conversation, Message
 from tests.interfaces.conftest import post_json
 
@@ -82,7 +84,7 @@ def test_model_server_down_gives_503_and_keeps_the_users_message(model_agent, mo
     assert (question.role, question.content, question.status) == ("user", "Is anyone there?", "ok")
     assert (answer.pk, answer.status, answer.content) == (error["message_id"], "error", "")
     # The client learns that the model is unavailable; where it lives is for the admin's eyes only.
-    assert "model server is unavailable" in error["message"] and "message was kept" in error["message"]
+    assert "model server was unavailable" in error["message"] and "message was kept" in error["message"]
     assert model_server.base_url not in error["message"] and "127.0.0.1" not in error["message"]
     assert model_server.base_url in answer.error
 
@@ -131,3 +133,103 @@ def test_redis_down_does_not_break_chat_the_limiter_fails_open(demo, api, settin
     assert elapsed < 5
     warnings = [r for r in caplog.records if r.getMessage() == "chat_rate_limit_unavailable"]
     assert len(warnings) == 1  # logged once, then skipped for the cool-down, not retried per request
+
+
+def _break_by_refusing(model_server, agent, monkeypatch):
+    model_server.knobs.error_status = 400
+    model_server.knobs.error_message = "prompt is too long: 9000 > 8192 tokens (upstream-secret-detail)"
+    return "upstream-secret-detail"
+
+
+def _break_by_missing_key(model_server, agent, monkeypatch):
+    monkeypatch.delenv("TOKENCACHE_MODEL_KEY_SECRET_NAME_XYZ", raising=False)  # named, but not set
+    agent.backend_api_key_env = "TOKENCACHE_MODEL_KEY_SECRET_NAME_XYZ"
+    agent.save()
+    return "TOKENCACHE_MODEL_KEY_SECRET_NAME_XYZ"
+
+
+def _break_by_stopping(model_server, agent, monkeypatch):
+    model_server.stop()
+    return "unreachable"
+
+
+BREAKAGES = [
+    pytest.param(_break_by_stopping, 503, ModelUnavailable, id="server down"),
+    pytest.param(_break_by_refusing, 502, ModelRejected, id="server refuses the request (4xx)"),
+    pytest.param(_break_by_missing_key, 502, ModelRejected, id="API key variable not set"),
+]
+
+
+@pytest.mark.parametrize(("break_it", "status", "error_class"), BREAKAGES)
+def test_a_failed_turn_shows_clients_only_the_fixed_text_of_its_kind_everywhere_in_the_api(
+    model_agent, model_server, api, monkeypatch, break_it, status, error_class
+):
+    secret = break_it(model_server, model_agent, monkeypatch)
+
+    response = post_json(api, "/api/agents/modelled/chat", {"message": "Is anyone there?"})
+    error = response.json()["error"]
+    detail = api.get(f"/api/conversations/{error['conversation_id']}/")
+
+    assert response.status_code == status
+    assert (error["code"], error["message"]) == (error_class.code, error_class.default_message)
+    failed = detail.json()["messages"][1]
+    assert failed["id"] == error["message_id"] and failed["status"] == "error" and failed["content"] == ""
+    assert (failed["error"], failed["error_code"]) == (error_class.default_message, error_class.code)
+    assert detail.json()["messages"][0]["error_code"] is None and detail.json()["messages"][0]["error"] == ""
+    for leaked in (secret, model_server.base_url, "127.0.0.1", "TOKENCACHE_MODEL_KEY"):
+        assert leaked not in response.content.decode() and leaked not in detail.content.decode()
+    stored = Message.objects.get(pk=error["message_id"]).error  # the reason stays for the admin and the logs
+    assert stored.startswith(f"{error_class.code}: ") and secret in stored
+
+
+def test_an_error_answer_stored_without_a_kind_shows_the_internal_error_text(demo, api, alice):
+    conversation = Conversation.objects.create(agent=demo.agents["support"], user=alice, title="old")
+    Message.objects.create(conversation=conversation, role="user", content="hi")
+    Message.objects.create(
+        conversation=conversation, role="assistant", status="error", error="psycopg.OperationalError at db-7:5432"
+    )
+
+    detail = api.get(f"/api/conversations/{conversation.pk}/")
+
+    failed = detail.json()["messages"][1]
+    assert (failed["error"], failed["error_code"]) == (INTERNAL_ERROR_MESSAGE, "internal_error")
+    assert "db-7" not in detail.content.decode()
+
+
+def test_a_model_server_refusal_is_502_model_rejected_and_does_not_open_its_breaker(model_agent, model_server, api):
+    model_server.knobs.error_status = 422
+    statuses = [post_json(api, "/api/agents/modelled/chat", {"message": f"Try {n}"}).status_code for n in range(6)]
+    model_server.knobs.error_status = None
+    answered = post_json(api, "/api/agents/modelled/chat", {"message": "And now?"})
+
+    assert statuses == [502] * 6
+    assert answered.status_code == 200  # six refusals, more than the breaker's threshold, and it is still closed
+    assert len(model_server.requests) == 7
+    assert Message.objects.filter(status="error", error__startswith="model_rejected: ").count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_conversation_deleted_while_its_answer_is_generated_gives_404_and_stores_nothing(
+    model_agent, model_server, alice, bearer
+):
+    # Transactional: the turn runs in a thread of its own, on its own database connection.
+    conversation = Conversation.objects.create(agent=model_agent, user=alice, title="soon gone")
+    asker, deleter = bearer(alice), bearer(alice)
+    model_server.knobs.hang_seconds = 2  # the model thinks; meanwhile the conversation is deleted
+    responses = []
+    turn = threading.Thread(
+        target=lambda: responses.append(
+            post_json(asker, "/api/agents/modelled/chat", {"message": "Hello?", "conversation_id": conversation.pk})
+        )
+    )
+    turn.start()
+    deadline = time.monotonic() + 10
+    while not model_server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    deleted = deleter.delete(f"/api/conversations/{conversation.pk}/")
+    turn.join(timeout=15)
+
+    assert deleted.status_code == 204 and len(model_server.requests) == 1
+    assert responses[0].status_code == 404
+    assert responses[0].json()["error"]["code"] == "conversation_not_found"
+    assert not Conversation.objects.exists() and not Message.objects.exists()

@@ -118,12 +118,30 @@ def test_model_server_down_is_a_503_and_the_question_is_kept(model_agent, model_
     assert error.value.body["message_id"] == answer.pk
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_server_refusing_the_request_is_a_502_model_rejected(
+    model_agent, model_server, alice, client_for, stream
+):
+    model_server.knobs.error_status = 400
+    model_server.knobs.error_message = "prompt is too long (upstream-secret-detail)"
+    with pytest.raises(openai.InternalServerError) as error:
+        client_for(alice).chat.completions.create(
+            model="modelled", messages=[{"role": "user", "content": "Anyone?"}], stream=stream
+        )
+    assert error.value.status_code == 502
+    assert error.value.code == "model_rejected" and error.value.type == "server_error"
+    assert "upstream-secret-detail" not in error.value.message and "127.0.0.1" not in error.value.message
+    question, answer = Message.objects.order_by("pk")
+    assert question.content == "Anyone?" and answer.status == "error" and "upstream-secret-detail" in answer.error
+    assert error.value.body["message_id"] == answer.pk
+
+
 def test_a_failure_after_text_was_sent_arrives_as_a_stream_error(model_agent, model_server, alice, client_for):
     model_server.knobs.close_after_chunks = 2
     stream = client_for(alice).chat.completions.create(
         model="modelled", messages=[{"role": "user", "content": "Anyone?"}], stream=True
     )
-    with pytest.raises(openai.APIError, match="Your message was kept") as error:
+    with pytest.raises(openai.APIError, match="your message was kept") as error:
         list(stream)
     assert model_server.base_url not in error.value.message
     assert list(Message.objects.order_by("pk").values_list("role", "status")) == [
