@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import User
+from django.db import close_old_connections
 from django.http import HttpRequest
 
 from agents import selectors
@@ -58,6 +61,39 @@ BUSY = ApiError(
     f"One answer is being written and {MAX_WAITING_TURNS} more questions are waiting on this socket; "
     "send this one again when an answer is done.",
 )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Database work of the sockets (admission, which may wait up to 0.5 s for the rate limiter, and
+# reloading the user) runs in this pool, in parallel. Channels' `database_sync_to_async` is
+# thread-sensitive and Channels opens no ThreadSensitiveContext per connection, so it would run
+# every socket's database work of the process one call at a time on one shared thread: one slow
+# admission would hold up every other socket. Bounded, so a flood of frames queues here instead
+# of opening a database connection per frame.
+_database_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="ws-db")
+
+
+def in_database_thread(fn: Callable[P, R]) -> Callable[P, Any]:
+    """`fn` as a coroutine function run in `_database_pool`, not on the shared thread-sensitive thread.
+
+    Old connections are closed before and after the call, as Django does around each request: a
+    pool thread is long-lived and must not keep a connection past CONN_MAX_AGE (0: after every
+    call) or one the database dropped. Closed inside the call itself, not around it as Channels'
+    `DatabaseSyncToAsync.thread_handler` does: asgiref runs the call in a copy of the caller's
+    context, where Django's connection storage is not the one `thread_handler` sees, so that
+    variant, not thread-sensitive, left every pool thread holding its connection open.
+    """
+
+    def closing(*args: P.args, **kwargs: P.kwargs) -> R:
+        close_old_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(closing, thread_sensitive=False, executor=_database_pool)
 
 
 class SessionEnded(Exception):
@@ -112,7 +148,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
             return
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
-            await database_sync_to_async(selectors.get_agent_for_user)(user, self.slug)
+            await in_database_thread(selectors.get_agent_for_user)(user, self.slug)
         except ChatError as error:
             await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
             return
@@ -129,7 +165,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
             frame = parse_frame(text_data, bytes_data)
             if len(self.turns) > MAX_WAITING_TURNS:
                 raise BUSY
-            turn = await database_sync_to_async(self._admit)(frame)
+            turn = await in_database_thread(self._admit)(frame)
         except (SessionEnded, ApiError, ChatError) as error:
             await self.refuse(error)
             return
@@ -147,7 +183,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
         async with self.in_order:
             try:
                 # The login may have ended while this turn waited behind another.
-                user = await database_sync_to_async(self._current_user)()
+                user = await in_database_thread(self._current_user)()
             except SessionEnded as error:
                 await self.refuse(error)
                 return
@@ -162,21 +198,37 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                     await self.send_json({"type": "done", **done})
                     return
                 elif isinstance(event, Failed):
-                    await self.send_error(_failure(event.error))
+                    if isinstance(event.error, AgentNotPermitted | AgentNotFound):
+                        # The user lost the agent (or it was disabled) while this turn waited: the
+                        # socket is bound to the agent, so it closes (4403 / 4404), as at connect.
+                        await self.refuse(event.error)
+                    else:
+                        await self.send_error(_failure(event.error))
                     return
 
     async def refuse(self, error: SessionEnded | ApiError | ChatError) -> None:
         """Answer a refused frame with an error frame; close the socket if no later frame could succeed."""
         if isinstance(error, SessionEnded):
             await self.send_error(SESSION_ENDED)
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close_for_good(CLOSE_UNAUTHENTICATED)
         elif isinstance(error, ApiError):
             await self.send_error(error)
         else:
             await self.send_error(as_api_error(error))
             if isinstance(error, AgentNotPermitted | AgentNotFound):
                 # The socket is bound to this agent.
-                await self.close(code=CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
+                await self.close_for_good(CLOSE_NOT_PERMITTED if error.status == 403 else CLOSE_NOT_FOUND)
+
+    async def close_for_good(self, code: int) -> None:
+        """Close the socket; turns still waiting behind the lock are dropped, as on disconnect.
+
+        The current task (the turn that found out) is left alone: it returns after this.
+        """
+        current = asyncio.current_task()
+        for task in self.turns:
+            if task is not current:
+                task.cancel()
+        await self.close(code=code)
 
     def _admit(self, frame: MessageFrame) -> TurnRequest:
         return prepare_turn(user=self._current_user(), slug=self.slug, conversation_id=frame.conversation_id)

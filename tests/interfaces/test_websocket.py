@@ -8,7 +8,9 @@ once over a real socket with the `websockets` client against uvicorn.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,8 +22,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
+from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import Client
 
+from agents.api import ratelimit
 from agents.models import Conversation, Message
 from tests.interfaces.conftest import wait_for_answer
 from tokencache_project.asgi import application
@@ -93,6 +98,8 @@ def test_it_streams_deltas_then_done_with_the_stored_answer(demo, alice):
         ("alice", "/ws/agents/business/", "http://testserver", False, 4403),
         ("root", "/ws/agents/business/", "http://testserver", True, None),
         ("alice", "/ws/agents/nope/", "http://testserver", False, 4404),
+        ("alice", "/ws/agents/%00/", "http://testserver", False, 4404),  # PostgreSQL: DataError if queried
+        ("alice", "/ws/agents/a%00b/", "http://testserver", False, 4404),
         ("alice", "/ws/agents/support/", "http://evil.example", False, None),
     ],
 )
@@ -250,6 +257,30 @@ def test_model_server_down_gives_an_error_frame_and_keeps_the_question(model_age
     assert after["code"] == "invalid_json"  # the socket is still open and answering
 
 
+def test_a_model_server_refusing_the_request_gives_a_model_rejected_frame_without_its_reason(
+    model_agent, model_server, alice
+):
+    model_server.knobs.error_status = 400
+    model_server.knobs.error_message = "prompt is too long (upstream-secret-detail)"
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/modelled/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": "Anyone?"})
+        frames = await until_done(comm)
+        await comm.send_to(text_data="still there?")
+        after = await comm.receive_json_from(timeout=5)
+        await comm.disconnect()
+        return frames[-1], after
+
+    error, after = run(scenario)
+    assert error["type"] == "error" and error["code"] == "model_rejected"
+    assert "upstream-secret-detail" not in error["message"] and "127.0.0.1" not in error["message"]
+    assert Message.objects.get(pk=error["message_id"]).status == "error"
+    assert after["code"] == "invalid_json"  # the socket is still open and answering
+
+
 async def _release_and_collect(comm: WebsocketCommunicator, model_server, turns: int) -> list[dict[str, Any]]:
     """Stop the hanging model server, then the last frame of each of `turns` turns (all fail fast now)."""
     await asyncio.to_thread(model_server.stop)
@@ -374,3 +405,102 @@ def test_websocket_chat_keeps_working_when_redis_is_down(demo, alice, settings, 
         return frames
 
     assert run(scenario)[-1]["type"] == "done"
+
+
+def test_a_waiting_turn_whose_user_lost_the_agent_closes_the_socket_with_4403(model_agent, model_server, alice):
+    # Admitted on arrival, refused when its turn comes: the same close as at connect, not an open socket.
+    model_server.knobs.hang_seconds = 30  # the first turn waits on the model until stop()
+    cookie = session_cookie(alice)
+    counters = ratelimit._limiter().client
+
+    def admitted() -> int:
+        return sum(int(counters.get(key) or 0) for key in counters.keys(f"tc:rl:chat:{alice.pk}:*"))
+
+    async def scenario():
+        comm = communicator("/ws/agents/modelled/", cookie=cookie)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "message", "message": "Question 0"})
+        await comm.send_json_to({"type": "message", "message": "Question 1"})
+        await comm.send_json_to({"type": "message", "message": "Question 2"})
+        while admitted() < 3:  # the limiter counts a frame last in its admission
+            await asyncio.sleep(0.01)
+        await database_sync_to_async(_leave_every_group)(alice)
+        first = await _release_and_collect(comm, model_server, turns=1)
+        refused = await comm.receive_json_from(timeout=5)
+        closed = await comm.receive_output(timeout=5)
+        return first[0], refused, closed, await comm.receive_nothing(timeout=0.3)
+
+    first, refused, closed, nothing_after = run(scenario)
+    assert first["code"] == "model_unavailable"
+    assert refused["type"] == "error" and refused["code"] == "agent_not_permitted"
+    assert closed == {"type": "websocket.close", "code": 4403}
+    assert nothing_after  # the third question was dropped with the socket, not answered
+    asked = Message.objects.filter(role="user").values_list("content", flat=True)
+    assert list(asked) == ["Question 0"]
+
+
+def test_one_sockets_slow_admission_does_not_hold_up_another_sockets_frame(demo, alice, charlie, monkeypatch):
+    # Every rate-limiter connection is busy, and the limiter waits POOL_WAIT_SECONDS for one: socket A's
+    # admission blocks in its database thread. Socket B's frame needs only the database; were all sockets'
+    # database work one thread (channels' thread-sensitive default), B would wait for A's 10 s.
+    monkeypatch.setattr(ratelimit, "POOL_WAIT_SECONDS", 10.0)
+    charlies = Conversation.objects.create(agent=demo.agents["business"], user=charlie)
+    slots = ratelimit._limiter().slots
+    size = settings.TOKENCACHE_POOL_SIZE
+    cookie = session_cookie(alice)
+
+    async def a_is_waiting_for_the_limiter() -> None:
+        while not slots._cond._waiters:  # CPython's Condition: the threads blocked in acquire()
+            await asyncio.sleep(0.01)
+
+    async def scenario():
+        a = communicator("/ws/agents/support/", cookie=cookie)
+        b = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await a.connect())[0] and (await b.connect())[0]
+        for _ in range(size):
+            assert slots.acquire(timeout=1)
+        held = size
+        try:
+            await a.send_json_to({"type": "message", "message": QUESTION})
+            await asyncio.wait_for(a_is_waiting_for_the_limiter(), timeout=5)
+            await b.send_json_to({"type": "message", "message": "hi", "conversation_id": charlies.pk})
+            b_reply = await b.receive_json_from(timeout=3)  # well within A's 10 s wait
+            a_still_waiting = await a.receive_nothing(timeout=0.05)
+        finally:
+            for _ in range(held):
+                slots.release()
+        a_frames = await until_done(a)
+        await a.disconnect()
+        await b.disconnect()
+        return b_reply, a_still_waiting, a_frames[-1]
+
+    b_reply, a_still_waiting, a_done = run(scenario)
+    assert b_reply["type"] == "error" and b_reply["code"] == "conversation_forbidden"
+    assert a_still_waiting
+    assert a_done["type"] == "done"  # A was admitted once a connection was free
+
+
+def test_socket_database_work_leaves_no_connection_open_in_its_threads(demo, alice):
+    # CONN_MAX_AGE is 0: like a request, each piece of a socket's database work closes its connection.
+    if connection.vendor == "sqlite":
+        pytest.skip("Django never closes an in-memory SQLite connection (it would drop the database)")
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        comm = communicator("/ws/agents/support/", cookie=cookie)
+        assert (await comm.connect())[0]
+        for _ in range(3):
+            await comm.send_json_to({"type": "message", "message": QUESTION})
+            await until_done(comm)
+        await comm.disconnect()
+
+    run(scenario)
+    pool_threads = {t.ident for t in threading.enumerate() if t.name.startswith("ws-db")}
+    open_in_pool = [
+        wrapper
+        for wrapper in gc.get_objects()
+        if isinstance(wrapper, BaseDatabaseWrapper)
+        and wrapper.connection is not None
+        and wrapper._thread_ident in pool_threads
+    ]
+    assert pool_threads and open_in_pool == []
