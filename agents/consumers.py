@@ -41,8 +41,8 @@ from agents import selectors
 from agents.api import render
 from agents.api.bodies import chat_message, expect_object, optional_id
 from agents.api.errors import ApiError, as_api_error
-from agents.api.streaming import Delta, Done, Failed, TurnStream
 from agents.errors import AgentNotFound, AgentNotPermitted, ChatError
+from agents.streaming import Delta, Done, Failed, TurnStream
 from agents.turns import TurnRequest, prepare_turn
 
 logger = logging.getLogger(__name__)

@@ -53,6 +53,16 @@ class ConversationForbidden(ChatError):
     default_message = "This conversation belongs to someone else."
 
 
+class RateLimited(ChatError):
+    code = "rate_limited"
+    status = 429
+    default_message = "Too many chat turns; try again in a minute."
+
+    def __init__(self, message: str | None = None, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TurnFailed(ChatError):
     """Raised after the user's message and an error answer row are stored, so nothing is lost.
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from django.contrib.auth.models import User
 
 from agents import selectors
-from agents.api.ratelimit import check_chat_rate
 from agents.models import Agent, Conversation
+from agents.ratelimit import check_chat_rate
 
 
 @dataclass(frozen=True)

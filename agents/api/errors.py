@@ -12,7 +12,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from agents.errors import ChatError, TurnFailed
+from agents.errors import ChatError, RateLimited, TurnFailed
 
 
 class ApiError(Exception):
@@ -44,6 +44,8 @@ def as_api_error(error: ChatError) -> ApiError:
         # stored: tell the client where, so it can retry in the same conversation.
         extra = {"conversation_id": error.conversation_id, "message_id": error.message_id}
         return ApiError(error.status, error.code, error.default_message, extra=extra)
+    if isinstance(error, RateLimited):
+        return ApiError(error.status, error.code, error.message, headers={"Retry-After": str(error.retry_after)})
     return ApiError(error.status, error.code, error.message)
 
 

@@ -26,11 +26,11 @@ from agents import selectors
 from agents.api import render
 from agents.api.decorators import ApiRequest, api_endpoint
 from agents.api.errors import ApiError, as_api_error
-from agents.api.streaming import Delta, Done, Event, Failed, TurnStream
 from agents.chat import TurnResult, run_turn
 from agents.errors import ChatError
 from agents.openai_api.bodies import CompletionBody
 from agents.openai_api.errors import error_body, openai_error
+from agents.streaming import Delta, Done, Event, Failed, TurnStream
 from agents.turns import prepare_turn
 
 OWNER = "tokencache"

@@ -23,7 +23,7 @@ import uvicorn
 from django.contrib.auth.models import User
 from django.test import Client
 
-from agents.api import ratelimit
+from agents import ratelimit
 from agents.tokens import create_api_token
 
 

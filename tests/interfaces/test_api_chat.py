@@ -125,7 +125,7 @@ def test_redis_down_does_not_break_chat_the_limiter_fails_open(demo, api, settin
     dead.stop()
     settings.REDIS_URL = dead.url(0)
     settings.TOKENCACHE_CHAT_RATE_PER_MINUTE = 1
-    with caplog.at_level(logging.WARNING, logger="agents.api.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="agents.ratelimit"):
         started = time.monotonic()
         statuses = [post_json(api, CHAT, {"message": "How do I log in?"}).status_code for _ in range(3)]
         elapsed = time.monotonic() - started

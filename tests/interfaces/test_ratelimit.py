@@ -10,8 +10,8 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from agents.api import ratelimit
-from agents.api.errors import ApiError
+from agents import ratelimit
+from agents.errors import RateLimited
 
 USER_ID = 424242  # the limiter counts by id only: no user row needed
 
@@ -36,7 +36,7 @@ def test_a_burst_larger_than_the_pool_is_counted_not_waved_through(settings, cap
             failures.append(error)
 
     threads = [threading.Thread(target=turn) for _ in range(callers)]
-    with caplog.at_level(logging.INFO, logger="agents.api.ratelimit"):
+    with caplog.at_level(logging.INFO, logger="agents.ratelimit"):
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -52,7 +52,7 @@ def test_when_every_connection_is_busy_the_turn_passes_and_the_limiter_stays_on(
     for _ in range(settings.TOKENCACHE_POOL_SIZE):
         assert slots.acquire(timeout=1)  # as if every connection were serving another check
     try:
-        with caplog.at_level(logging.INFO, logger="agents.api.ratelimit"):
+        with caplog.at_level(logging.INFO, logger="agents.ratelimit"):
             started = time.monotonic()
             ratelimit.check_chat_rate(USER_ID)  # allowed, uncounted
             ratelimit.check_chat_rate(USER_ID)
@@ -63,6 +63,6 @@ def test_when_every_connection_is_busy_the_turn_passes_and_the_limiter_stays_on(
     assert waited < 2 * ratelimit.POOL_WAIT_SECONDS + 1
     assert [r.getMessage() for r in caplog.records] == ["chat_rate_limit_busy"] * 2
     ratelimit.check_chat_rate(USER_ID)  # counted again at once: no cool-down was started
-    with pytest.raises(ApiError) as limited:
+    with pytest.raises(RateLimited) as limited:
         ratelimit.check_chat_rate(USER_ID)
     assert limited.value.status == 429

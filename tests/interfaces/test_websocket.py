@@ -26,7 +26,7 @@ from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import Client
 
-from agents.api import ratelimit
+from agents import ratelimit
 from agents.models import Conversation, Message
 from tests.interfaces.conftest import wait_for_answer
 from tokencache_project.asgi import application

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from agents.api.errors import ApiError
+from agents.errors import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _limiter() -> _Limiter:
 
 
 def check_chat_rate(user_id: int) -> None:
-    """Count one chat turn for the user; raise a 429 `ApiError` past the limit. Never raises for Redis."""
+    """Count one chat turn for the user; raise `RateLimited` (429) past the limit. Never raises for Redis."""
     global _skip_until
     limit = settings.TOKENCACHE_CHAT_RATE_PER_MINUTE
     if limit <= 0:
@@ -93,11 +93,8 @@ def check_chat_rate(user_id: int) -> None:
         limiter.slots.release()
     if count > limit:
         retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now) + 1)
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"More than {limit} chat turns in a minute; try again in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
+        raise RateLimited(
+            f"More than {limit} chat turns in a minute; try again in {retry_after} s.", retry_after=retry_after
         )
 
 
