@@ -198,6 +198,7 @@ class MessageAdmin(ReadMostlyAdmin):
         "conversation",
         "role",
         "status",
+        "error_code",
         "cache_hits",
         "cache_misses",
         "cache_bypassed",
@@ -207,7 +208,7 @@ class MessageAdmin(ReadMostlyAdmin):
         "backend",
         "created",
     ]
-    list_filter = ["role", "status", "backend", "conversation__agent"]
+    list_filter = ["role", "status", "error_code", "backend", "conversation__agent"]
     list_select_related = ["conversation"]
     search_fields = ["content", "error"]
 

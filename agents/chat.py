@@ -32,7 +32,6 @@ from agents.errors import (
     ModelRejected,
     ModelUnavailable,
     TurnFailed,
-    stored_error,
 )
 from agents.models import Agent, Conversation, Message
 from agents.prompt import build_prompt
@@ -124,15 +123,15 @@ def run_turn(
             "chat turn failed",
             extra={"agent": agent.slug, "conversation": conversation.pk, "code": failure.code, "reason": reason},
         )
-        failed = _store_error(conversation=conversation, reason=stored_error(failure.code, reason), started=started)
+        failed = _store_error(conversation=conversation, code=failure.code, reason=reason, started=started)
         if failed is None:
             raise  # TurnFailed promises a stored error answer; there is none
-        raise failure(
-            f"{reason} Your message was kept.", conversation_id=conversation.pk, message_id=failed.pk
-        ) from exc
+        # Its message is the public text of its kind; the reason is in the log line above, the
+        # error answer and the exception chain.
+        raise failure(conversation_id=conversation.pk, message_id=failed.pk) from exc
     except Exception as exc:
         reason = f"{INTERNAL_ERROR_MESSAGE} ({type(exc).__name__})"
-        _store_error(conversation=conversation, reason=stored_error(INTERNAL_ERROR_CODE, reason), started=started)
+        _store_error(conversation=conversation, code=INTERNAL_ERROR_CODE, reason=reason, started=started)
         raise
 
 
@@ -346,7 +345,7 @@ def _store_answer(
     )
 
 
-def _store_error(*, conversation: Conversation, reason: str, started: float) -> Message | None:
+def _store_error(*, conversation: Conversation, code: str, reason: str, started: float) -> Message | None:
     """The error answer; None, logged, if even that cannot be stored (the database failing too).
 
     Raises only `ConversationNotFound`, when the conversation was deleted during the turn: the
@@ -362,6 +361,7 @@ def _store_error(*, conversation: Conversation, reason: str, started: float) -> 
                 content="",
                 status=Message.Status.ERROR,
                 error=reason,
+                error_code=code,
                 total_ms=_ms_since(started),
             )
     except ConversationNotFound:

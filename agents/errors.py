@@ -97,7 +97,7 @@ class ModelRejected(TurnFailed):
 INTERNAL_ERROR_CODE = "internal_error"
 INTERNAL_ERROR_MESSAGE = "The answer failed because of an internal error; your message was kept."
 
-# What a client is told about an error answer, by the kind stored with it (see `error_kind`).
+# What a client is told about an error answer, by its `Message.error_code`.
 PUBLIC_ERROR_MESSAGES = {
     ModelUnavailable.code: ModelUnavailable.default_message,
     ModelRejected.code: ModelRejected.default_message,
@@ -105,17 +105,11 @@ PUBLIC_ERROR_MESSAGES = {
 }
 
 
-def stored_error(code: str, reason: str) -> str:
-    """`Message.error` of an error answer: the kind, then the readable reason for operators."""
-    return f"{code}: {reason}"
+def public_error_code(error_code: str) -> str:
+    """The kind a client is told; an answer without a known kind counts as an internal error."""
+    return error_code if error_code in PUBLIC_ERROR_MESSAGES else INTERNAL_ERROR_CODE
 
 
-def error_kind(stored: str) -> str:
-    """The kind of a stored `Message.error`; rows without a known kind count as internal errors."""
-    code, separator, _ = stored.partition(": ")
-    return code if separator and code in PUBLIC_ERROR_MESSAGES else INTERNAL_ERROR_CODE
-
-
-def public_error_message(stored: str) -> str:
+def public_error_message(error_code: str) -> str:
     """The fixed text a client sees for an error answer, whatever its stored reason says."""
-    return PUBLIC_ERROR_MESSAGES[error_kind(stored)]
+    return PUBLIC_ERROR_MESSAGES[public_error_code(error_code)]

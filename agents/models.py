@@ -224,7 +224,9 @@ class Message(models.Model):
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True)  # the readable reason, for operators: never shown to clients
+    # The kind of an error answer (model_unavailable, model_rejected, internal_error): what clients are told.
+    error_code = models.CharField(max_length=32, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     # [{"document_id", "title", "chunk_id", "excerpt"}]
     citations = models.JSONField(default=list, blank=True)

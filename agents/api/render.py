@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents.chat import TurnResult
-from agents.errors import error_kind, public_error_message
+from agents.errors import public_error_code, public_error_message
 from agents.models import Agent, Conversation, Message
 
 
@@ -54,8 +54,8 @@ def message(message: Message) -> dict[str, Any]:
         "status": message.status,
         # Clients see the fixed text of the error's kind; `Message.error` (model-server URLs, upstream
         # error bodies, variable names) is for the admin and the logs.
-        "error": public_error_message(message.error) if failed else "",
-        "error_code": error_kind(message.error) if failed else None,
+        "error": public_error_message(message.error_code) if failed else "",
+        "error_code": public_error_code(message.error_code) if failed else None,
         "created": message.created.isoformat(),
         "citations": message.citations,
     }

@@ -239,7 +239,7 @@ def test_a_model_server_refusing_the_request_is_model_rejected_not_unavailable(
     question, answer = Conversation.objects.get(pk=error.conversation_id).messages.order_by("id")
     assert (question.role, question.content) == ("user", "is anyone there?")
     assert (answer.pk, answer.status, answer.content) == (error.message_id, "error", "")
-    assert answer.error.startswith("model_rejected: ") and "maximum context length is 8192" in answer.error
+    assert answer.error_code == "model_rejected" and "maximum context length is 8192" in answer.error
 
 
 def test_a_model_server_without_its_api_key_variable_is_model_rejected(
