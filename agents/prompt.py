@@ -1,7 +1,9 @@
 """Prompt assembly as token IDs: `[system][context chunks][history][user]` within a budget.
 
-The chunks' IDs come from the token cache; only the small framing pieces, the history
-and the question are encoded here. Every segment is encoded on its own, so the prompt's
+The chunks' IDs come from the token cache; the small framing pieces (system prompt, context
+header, chunk title lines, separators) repeat every turn and are encoded once per process
+and tokenizer (a `server:` tokenizer would otherwise be asked for each of them on every
+turn); only the history and the question are encoded anew. Every segment is encoded on its own, so the prompt's
 text is exactly the concatenation of the segments' texts and the IDs of a chunk are the
 cached ones, unchanged. The layout never varies (system first, then context, history,
 question), so a model server's prefix cache hits on the system prompt at least.
@@ -36,11 +38,31 @@ def _encoded(tokenizer: Tokenizer, text: str) -> _Segment:
     return _Segment(text, np.asarray(tokenizer.encode(text), dtype=np.uint32))
 
 
+# (tokenizer fingerprint, text) -> segment. The framing pieces of all agents are a few hundred
+# at most; the bound only guards against an unexpected flood (it then simply starts over).
+_framing_segments: dict[tuple[str, str], _Segment] = {}
+FRAMING_ENTRIES = 4096
+
+
+def _framing(tokenizer: Tokenizer, text: str) -> _Segment:
+    """A framing piece's segment, shared by every turn (read-only IDs). Keyed by fingerprint, so a
+    `server:` tokenizer replaced after a model change gets fresh entries."""
+    key = (tokenizer.fingerprint, text)
+    segment = _framing_segments.get(key)
+    if segment is None:  # two threads may both encode it once: harmless
+        segment = _encoded(tokenizer, text)
+        segment.ids.flags.writeable = False
+        if len(_framing_segments) >= FRAMING_ENTRIES:
+            _framing_segments.clear()
+        _framing_segments[key] = segment
+    return segment
+
+
 def _chunk_segments(tokenizer: Tokenizer, number: int, chunk: ContextChunk) -> list[_Segment]:
     return [
-        _encoded(tokenizer, f"[{number}] {chunk.title}\n"),
+        _framing(tokenizer, f"[{number}] {chunk.title}\n"),
         _Segment(chunk.text, np.asarray(chunk.token_ids, dtype=np.uint32)),
-        _encoded(tokenizer, "\n\n"),
+        _framing(tokenizer, "\n\n"),
     ]
 
 
@@ -64,8 +86,8 @@ def build_prompt(
     oldest history messages; the system prompt and the question always stay, so a
     question that alone exceeds the budget yields a prompt over it rather than no answer.
     """
-    system = _encoded(tokenizer, f"{system_prompt.strip()}\n\n") if system_prompt.strip() else None
-    header = _encoded(tokenizer, CONTEXT_HEADER)
+    system = _framing(tokenizer, f"{system_prompt.strip()}\n\n") if system_prompt.strip() else None
+    header = _framing(tokenizer, CONTEXT_HEADER)
     kept_chunks = list(chunks)
     chunk_segments = [_chunk_segments(tokenizer, number, chunk) for number, chunk in enumerate(kept_chunks, 1)]
     kept_history = list(history)

@@ -149,6 +149,8 @@ def test_asking_again_serves_every_chunk_from_the_cache_without_the_server_token
     assert second.answer.tokens_tokenized == 0
     assert second.answer.tokens_from_cache == first.answer.tokens_tokenized
     assert not set(second.tokenized) & set(second_texts), "a cached chunk went to /tokenize again"
+    # Only the question is new: the framing pieces (system prompt, titles, separators) are not re-sent.
+    assert list(second.tokenized) == [f"User: {QUESTION}\n\nAssistant:"]
     assert second_ids == first_ids
     assert second.sent == first.sent
     assert second.answer.prompt_fingerprint == first.answer.prompt_fingerprint
