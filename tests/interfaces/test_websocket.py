@@ -481,10 +481,11 @@ def test_socket_database_work_leaves_no_connection_open_in_its_threads(demo, ali
 
     run(scenario)
     pool_threads = {t.ident for t in threading.enumerate() if t.name.startswith("ws-db")}
+    # type(), not isinstance(): gc also holds weak proxies, and isinstance() on a dead one raises.
     open_in_pool = [
         wrapper
         for wrapper in gc.get_objects()
-        if isinstance(wrapper, BaseDatabaseWrapper)
+        if issubclass(type(wrapper), BaseDatabaseWrapper)
         and wrapper.connection is not None
         and wrapper._thread_ident in pool_threads
     ]
