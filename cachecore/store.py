@@ -121,6 +121,19 @@ else:  # pragma: no cover - hiredis is pinned in requirements.txt
     _hiredis_pack = None
 
 
+# Deletes each claim only while it still holds this lookup's token. A claim can expire
+# while its owner tokenizes a long text and be taken by another process; a plain DEL
+# would then end that process's claim and let a third tokenize the same text again.
+_RELEASE_OWN_CLAIMS = (
+    "for _, key in ipairs(KEYS) do if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end end return 0"
+)
+
+
+def _release_own(locks: Sequence[bytes], token: str) -> tuple[Any, ...]:
+    """The command that releases `locks` where they still hold `token` (one round trip's part)."""
+    return ("EVAL", _RELEASE_OWN_CLAIMS, len(locks), *locks, token)
+
+
 def _id_width(tokenizer: Tokenizer) -> int | None:
     n_vocab = getattr(tokenizer, "n_vocab", None)
     return codec.width_for(n_vocab - 1) if n_vocab else None
@@ -325,9 +338,9 @@ class TokenStore:
         except BaseException:
             # Without this, every other process would wait out our claims (lock_seconds)
             # before tokenizing these texts itself.
-            self._release([locks[key] for key in claimed])
+            self._release([locks[key] for key in claimed], token)
             raise
-        round_trips += self._write(tokenizer, tokenized, ttl, release=[locks[key] for key in claimed])
+        round_trips += self._write(tokenizer, tokenized, ttl, release=[locks[key] for key in claimed], token=token)
         for key, ids in tokenized.items():
             resolved[key] = Lookup(ids, outcome(key))
 
@@ -338,7 +351,7 @@ class TokenStore:
                 resolved[key] = Lookup(ids, Outcome.HIT)
             leftovers = {key: tokenizer.encode(missing[key]) for key in contended if key not in waited}
             if leftovers:
-                round_trips += self._write(tokenizer, leftovers, ttl, release=[])
+                round_trips += self._write(tokenizer, leftovers, ttl)
                 for key, ids in leftovers.items():
                     resolved[key] = Lookup(ids, outcome(key))
         return round_trips
@@ -369,12 +382,19 @@ class TokenStore:
             pending = still
         return found, round_trips
 
-    def _release(self, locks: list[bytes]) -> None:
+    def _release(self, locks: list[bytes], token: str) -> None:
         if locks:
             with contextlib.suppress(BreakerOpen, RedisError):
-                self._execute("release", ("DEL", *locks))
+                self._execute("release", _release_own(locks, token))
 
-    def _write(self, tokenizer: Tokenizer, tokenized: dict[bytes, np.ndarray], ttl: int, release: list[bytes]) -> int:
+    def _write(
+        self,
+        tokenizer: Tokenizer,
+        tokenized: dict[bytes, np.ndarray],
+        ttl: int,
+        release: Sequence[bytes] = (),
+        token: str = "",
+    ) -> int:
         width = _id_width(tokenizer)
         commands: list[tuple[Any, ...]] = []
         for key, ids in tokenized.items():
@@ -385,7 +405,7 @@ class TokenStore:
             metrics.VALUE_BYTES.observe(len(value))
             commands.append(("SET", key, value, "EX", ttl))
         if release:
-            commands.append(("DEL", *release))
+            commands.append(_release_own(release, token))
         if not commands:
             return 0
         try:

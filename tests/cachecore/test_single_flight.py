@@ -78,3 +78,29 @@ def test_a_dead_claim_holder_is_outwaited_and_the_text_tokenized_here(
     assert 0.25 < time.monotonic() - started < 1.5
     assert item.outcome is Outcome.MISS and counting.decode(item.ids) == TEXT
     assert store.get_many(counting, [TEXT], ttl=TTL).items[0].outcome is Outcome.HIT
+
+
+def test_a_claim_that_expired_and_was_taken_over_is_left_to_its_new_owner(
+    store_on: StoreFactory, redis_server, cl100k
+) -> None:
+    store = store_on(redis_server.url(0), lock_seconds=0.1)
+    lock = lock_for(token_key(cl100k.fingerprint, text_digest(TEXT)))
+    client = redis_server.client()
+
+    class OutlivesItsClaim(CountingTokenizer):
+        def encode(self, text):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)  # the claim expires meanwhile, and another process takes it
+            client.set(lock, "the-next-owner", px=5_000)
+            return super().encode(text)
+
+    item = store.get_many(OutlivesItsClaim(cl100k), [TEXT], ttl=TTL).items[0]
+    assert item.outcome is Outcome.MISS
+    assert client.get(lock) == b"the-next-owner"
+    assert 0 < client.pttl(lock) <= 5_000
+
+
+def test_claims_are_released_once_the_values_are_written(store: TokenStore, redis_server, counting) -> None:
+    texts = [f"{TEXT} ({n})" for n in range(3)]
+    store.get_many(counting, texts, ttl=TTL)
+    locks = [lock_for(token_key(counting.fingerprint, text_digest(text))) for text in texts]
+    assert redis_server.client().exists(*locks) == 0
