@@ -2,8 +2,9 @@
 
 Round trips per `get_many` call, whatever the number of texts:
   full hit        1   MGET
-  partial miss    3   MGET; claim the missing keys (SET NX PX), deleting corrupt
-                      values; write the tokenized values back (SET EX) and release
+  partial miss    3   MGET; claim the missing keys (SET NX PX) and read them again,
+                      deleting corrupt values; write the tokenized values back
+                      (SET EX) and release the claims
   contended miss  +1 per poll while another process tokenizes the same text
 A Lua script could claim missing keys inside the first round trip (2 on a miss),
 but it costs about 35 us of server time on every call, hits included: more than
@@ -293,7 +294,7 @@ class TokenStore:
         for i, ids in enumerate(decoded):
             if ids is None:
                 missing.setdefault(keys[i], texts[i])
-        round_trips += self._fill(tokenizer, fingerprint, missing, corrupt, ttl, resolved)
+        round_trips += self._fill(tokenizer, missing, corrupt, ttl, resolved)
 
         items = []
         for i, ids in enumerate(decoded):
@@ -303,7 +304,6 @@ class TokenStore:
     def _fill(
         self,
         tokenizer: Tokenizer,
-        fingerprint: str,
         missing: dict[bytes, str],
         corrupt: set[bytes],
         ttl: int,
@@ -319,28 +319,35 @@ class TokenStore:
         locks = {key: lock_for(key) for key in keys}
         claim: list[tuple[Any, ...]] = [("DEL", *corrupt)] if corrupt else []
         claim.extend(("SET", locks[key], token, "NX", "PX", lock_ms) for key in keys)
+        # Read the values again behind the claims: a text another thread or process wrote
+        # (and released) since our MGET is a hit now, not a second tokenization.
+        claim.append(("MGET", *keys))
 
         def outcome(key: bytes) -> Outcome:
             return Outcome.CORRUPT if key in corrupt else Outcome.MISS
 
         try:
-            replies = self._execute("claim", *claim)[1 if corrupt else 0 :]
+            *replies, now = self._execute("claim", *claim)[1 if corrupt else 0 :]
         except (BreakerOpen, RedisError):
             for key in keys:
                 resolved[key] = Lookup(tokenizer.encode(missing[key]), Outcome.BYPASS)
             return 0
         round_trips = 1
-        claimed = [key for key, reply in zip(keys, replies, strict=True) if reply is not None]
-        contended = [key for key, reply in zip(keys, replies, strict=True) if reply is None]
+        for key, ids in zip(keys, codec.decode_many(now, keys), strict=True):
+            if ids is not None:
+                resolved[key] = Lookup(ids, Outcome.HIT)
+        taken = [locks[key] for key, reply in zip(keys, replies, strict=True) if reply is not None]
+        claimed = [key for key, reply in zip(keys, replies, strict=True) if reply is not None and key not in resolved]
+        contended = [key for key, reply in zip(keys, replies, strict=True) if reply is None and key not in resolved]
 
         try:
             tokenized = {key: tokenizer.encode(missing[key]) for key in claimed}
         except BaseException:
             # Without this, every other process would wait out our claims (lock_seconds)
             # before tokenizing these texts itself.
-            self._release([locks[key] for key in claimed], token)
+            self._release(taken, token)
             raise
-        round_trips += self._write(tokenizer, tokenized, ttl, release=[locks[key] for key in claimed], token=token)
+        round_trips += self._write(tokenizer, tokenized, ttl, release=taken, token=token)
         for key, ids in tokenized.items():
             resolved[key] = Lookup(ids, outcome(key))
 

@@ -104,3 +104,23 @@ def test_claims_are_released_once_the_values_are_written(store: TokenStore, redi
     store.get_many(counting, texts, ttl=TTL)
     locks = [lock_for(token_key(counting.fingerprint, text_digest(text))) for text in texts]
     assert redis_server.client().exists(*locks) == 0
+
+
+def test_a_text_written_elsewhere_between_lookup_and_claim_is_a_hit_not_a_second_tokenization(
+    store_on: StoreFactory, redis_server, counting: CountingTokenizer, monkeypatch
+) -> None:
+    # A thread that stalls after its MGET (GIL, a loaded machine) used to find the claim
+    # already released by the thread that tokenized, claim it again, and tokenize twice.
+    store, elsewhere = store_on(redis_server.url(0)), store_on(redis_server.url(0))
+    execute = store._execute
+
+    def late_claim(operation: str, *commands):  # type: ignore[no-untyped-def]
+        if operation == "claim":
+            elsewhere.get_many(counting, [TEXT], ttl=TTL)  # tokenizes, writes, releases
+        return execute(operation, *commands)
+
+    monkeypatch.setattr(store, "_execute", late_claim)
+    item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
+    assert item.outcome is Outcome.HIT and counting.decode(item.ids) == TEXT
+    assert counting.calls == 1
+    assert redis_server.client().exists(lock_for(token_key(counting.fingerprint, text_digest(TEXT)))) == 0
