@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,9 +29,17 @@ from agents.tokens import create_api_token
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limiter() -> None:
+def _fresh_rate_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     # Redis is flushed before every test; a fail-open cool-down from an earlier test must not leak either.
     ratelimit.reset_fail_open()
+    # A test that counts turns up to the limit must not see the one-minute window roll over
+    # between them: the limiter's clock starts every test 5 s into a window.
+    shift = 5 - time.time() % ratelimit.WINDOW_SECONDS
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: time.time() + shift))
+    # Nor may a reply slowed by a loaded machine pass for Redis being down (which fails open).
+    # A stopped Redis still refuses at once, so the fail-open tests stay fast.
+    monkeypatch.setattr(ratelimit, "TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr(ratelimit, "_limiters", {})
 
 
 @pytest.fixture

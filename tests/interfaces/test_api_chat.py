@@ -215,7 +215,7 @@ def test_a_conversation_deleted_while_its_answer_is_generated_gives_404_and_stor
     # Transactional: the turn runs in a thread of its own, on its own database connection.
     conversation = Conversation.objects.create(agent=model_agent, user=alice, title="soon gone")
     asker, deleter = bearer(alice), bearer(alice)
-    model_server.knobs.hang_seconds = 2  # the model thinks; meanwhile the conversation is deleted
+    model_server.knobs.hang_seconds = 30  # the model thinks; meanwhile the conversation is deleted
     responses = []
     turn = threading.Thread(
         target=lambda: responses.append(
@@ -227,6 +227,7 @@ def test_a_conversation_deleted_while_its_answer_is_generated_gives_404_and_stor
     while not model_server.requests and time.monotonic() < deadline:
         time.sleep(0.01)
     deleted = deleter.delete(f"/api/conversations/{conversation.pk}/")
+    model_server.stop()  # ends the wait; the turn's error path must also see the conversation gone
     turn.join(timeout=15)
 
     assert deleted.status_code == 204 and len(model_server.requests) == 1

@@ -214,7 +214,8 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_usable(demo, alice, ch
 
 
 def test_a_client_that_leaves_mid_answer_loses_nothing(model_agent, model_server, alice):
-    model_server.knobs.chunk_delay_seconds = 0.05  # about a second of streaming in all
+    # Two pieces, then the model thinks for 3 s: the client leaves well before the end.
+    model_server.knobs.stall_after_chunks, model_server.knobs.hang_seconds = 2, 3.0
 
     cookie = session_cookie(alice)
 
