@@ -94,6 +94,23 @@ class AgentAdmin(RecentCacheFigures, admin.ModelAdmin):
         ),
     ]
 
+    # Where prompts and the API key are sent, and who may use an agent, are a superuser's
+    # call: staff trusted to tune prompts and TTLs could otherwise point an agent, and the
+    # key it sends, at a server of their own, or add themselves to its groups.
+    SUPERUSER_FIELDS = (
+        "allowed_groups",
+        "tokenizer_spec",
+        "backend_kind",
+        "backend_base_url",
+        "backend_model",
+        "backend_api_key_env",
+        "backend_accepts_token_ids",
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        return readonly if request.user.is_superuser else readonly + self.SUPERUSER_FIELDS
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         agents = super().get_queryset(request).select_related("ttl_policy").annotate(document_count=Count("documents"))
         return with_recent_cache_figures(agents, agent_field="")

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 
-from agents.backends.base import API_KEY_ENV_PREFIX, api_key_env_refusal
+from agents.backends.base import API_KEY_ENV_PREFIX, api_key_env_refusal, server_root_refusal
 from cachecore.exceptions import TokenizerUnavailable
 from cachecore.tokenizers import get_tokenizer
 
@@ -152,6 +152,10 @@ class Agent(models.Model):
                 get_tokenizer(self.tokenizer_spec)
             except TokenizerUnavailable as exc:
                 errors["tokenizer_spec"] = str(exc)
+        if kind == "server" and "tokenizer_spec" not in errors and (refusal := server_root_refusal(argument)):
+            errors["tokenizer_spec"] = f"server: {refusal}"
+        if self.backend_base_url and (refusal := server_root_refusal(self.backend_base_url)):
+            errors["backend_base_url"] = refusal
         if self.backend_kind == self.BackendKind.OPENAI:
             if not self.backend_base_url:
                 errors["backend_base_url"] = "An OpenAI-compatible backend needs the server's base URL."

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,24 @@ def api_key_env_refusal(name: str) -> str | None:
         f"The API key variable must be named {API_KEY_ENV_PREFIX}<NAME> (capital letters, digits, "
         f"underscores), e.g. {API_KEY_ENV_PREFIX}VLLM; {name!r} is not, so it is never read or sent."
     )
+
+
+def server_root_refusal(url: str) -> str | None:
+    """Why `url` may not be a model server's root, or None if it may.
+
+    Paths such as `/v1/completions` are appended to the root: a query or fragment would
+    swallow them and aim the request, API key and prompt included, at any path of the
+    host. Credentials in a URL would end up in logs and error records.
+    """
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return (
+            f"The server URL must not carry a user name or password; put the key in a "
+            f"{API_KEY_ENV_PREFIX}<NAME> environment variable."
+        )
+    if "?" in url or "#" in url:
+        return "The server URL must be a plain root such as http://127.0.0.1:8001, without a query or fragment."
+    return None
 
 
 # eq=False: numpy arrays make field-wise equality ambiguous; identity is what callers need.

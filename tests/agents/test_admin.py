@@ -227,3 +227,70 @@ def test_editing_a_document_in_the_admin_and_asking_again_never_serves_the_old_t
 
 def _contains(ids: list[int], part: list[int]) -> bool:
     return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+def _agent_form(agent: Agent, **changes: object) -> dict[str, object]:
+    fields = [
+        "slug", "name", "description", "system_prompt", "top_k", "prompt_token_budget",
+        "answer_token_limit", "temperature", "tokenizer_spec", "backend_kind", "backend_base_url",
+        "backend_model", "backend_api_key_env",
+    ]  # fmt: skip
+    data: dict[str, object] = {name: getattr(agent, name) for name in fields}
+    data.update(ttl_policy=agent.ttl_policy_id, allowed_groups=[g.pk for g in agent.allowed_groups.all()])
+    data.update({"enabled": "on"} if agent.enabled else {})
+    data.update(changes)
+    return data
+
+
+def test_staff_who_tune_agents_cannot_redirect_their_model_server_or_join_their_groups(demo: Demo, bob: User) -> None:
+    bob.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="agents", codename__in=["view_agent", "change_agent"])
+    )
+    tuner = Client()
+    tuner.force_login(bob)
+    agent = demo.agents["business"]
+    mine = bob.groups.create(name="bobs-friends")
+
+    response = tuner.post(
+        f"/admin/agents/agent/{agent.pk}/change/",
+        _agent_form(
+            agent,
+            system_prompt="Be brief.",
+            backend_kind="openai",
+            backend_base_url="http://127.0.0.1:9999",
+            backend_model="stolen",
+            backend_api_key_env="TOKENCACHE_MODEL_KEY_VLLM",
+            allowed_groups=[mine.pk],
+        ),
+    )
+
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.system_prompt == "Be brief."  # what staff may tune, they can
+    assert (agent.backend_kind, agent.backend_base_url, agent.backend_api_key_env) == ("extractive", "", "")
+    assert list(agent.allowed_groups.values_list("name", flat=True)) == ["business"]
+
+
+def test_a_superuser_sets_an_agents_model_server_and_groups(demo: Demo, admin_client: Client) -> None:
+    agent = demo.agents["business"]
+    support = agent.allowed_groups.model.objects.get(name="support")
+
+    response = admin_client.post(
+        f"/admin/agents/agent/{agent.pk}/change/",
+        _agent_form(
+            agent,
+            backend_kind="openai",
+            backend_base_url="http://127.0.0.1:9999",
+            backend_model="served",
+            allowed_groups=[support.pk],
+        ),
+    )
+
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert (agent.backend_kind, agent.backend_base_url, agent.backend_model) == (
+        "openai",
+        "http://127.0.0.1:9999",
+        "served",
+    )
+    assert list(agent.allowed_groups.values_list("name", flat=True)) == ["support"]

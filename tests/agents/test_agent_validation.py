@@ -58,11 +58,31 @@ def test_an_api_key_variable_with_the_model_key_prefix_is_accepted(demo: Demo) -
     _openai_agent(demo, backend_api_key_env="TOKENCACHE_MODEL_KEY_VLLM").full_clean()
 
 
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://127.0.0.1:8001/anything?x=", "without a query or fragment"),
+        ("http://127.0.0.1:8001/#", "without a query or fragment"),
+        ("http://me:secret@127.0.0.1:8001", "must not carry a user name or password"),
+    ],
+)
+def test_a_server_url_that_could_redirect_the_request_or_leak_credentials_is_refused(
+    demo: Demo, url: str, rule: str
+) -> None:
+    # Paths are appended to the root: after a "?" they would be a query, and the prompt and
+    # the API key would go to whatever path the URL names.
+    with pytest.raises(ValidationError) as refused:
+        _openai_agent(demo, backend_base_url=url).full_clean()
+    assert rule in refused.value.message_dict["backend_base_url"][0]
+    with pytest.raises(ValidationError) as refused:
+        _agent(demo, tokenizer_spec=f"server:{url}").full_clean()
+    assert rule in refused.value.message_dict["tokenizer_spec"][0]
+
+
 def _openai_agent(demo: Demo, **fields: object) -> Agent:
-    return _agent(
-        demo,
-        backend_kind=Agent.BackendKind.OPENAI,
-        backend_base_url="http://127.0.0.1:8001",
-        backend_model="m",
-        **fields,
-    )
+    backend = {
+        "backend_kind": Agent.BackendKind.OPENAI,
+        "backend_base_url": "http://127.0.0.1:8001",
+        "backend_model": "m",
+    }
+    return _agent(demo, **{**backend, **fields})
