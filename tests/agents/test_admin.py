@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
 from agents.chat import run_turn
@@ -242,55 +242,38 @@ def _agent_form(agent: Agent, **changes: object) -> dict[str, object]:
     return data
 
 
-def test_staff_who_tune_agents_cannot_redirect_their_model_server_or_join_their_groups(demo: Demo, bob: User) -> None:
+UNCHANGED = (("extractive", "", "", ""), ["business"])
+SET = (("openai", "http://127.0.0.1:9999", "served", "TOKENCACHE_MODEL_KEY_VLLM"), ["support"])
+
+
+@pytest.mark.parametrize(("editor", "applied"), [("superuser", SET), ("staff who tune agents", UNCHANGED)])
+def test_only_a_superuser_sets_where_an_agent_sends_prompts_and_key_and_who_may_use_it(
+    demo: Demo, root: User, bob: User, editor: str, applied: tuple[tuple[str, ...], list[str]]
+) -> None:
+    # Otherwise staff trusted with prompts could point an agent and its key at a server of their own.
     bob.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="agents", codename__in=["view_agent", "change_agent"])
     )
-    tuner = Client()
-    tuner.force_login(bob)
+    client = Client()
+    client.force_login(root if editor == "superuser" else bob)
     agent = demo.agents["business"]
-    mine = bob.groups.create(name="bobs-friends")
+    (kind, url, model, key_env), groups = SET
 
-    response = tuner.post(
+    response = client.post(
         f"/admin/agents/agent/{agent.pk}/change/",
         _agent_form(
             agent,
             system_prompt="Be brief.",
-            backend_kind="openai",
-            backend_base_url="http://127.0.0.1:9999",
-            backend_model="stolen",
-            backend_api_key_env="TOKENCACHE_MODEL_KEY_VLLM",
-            allowed_groups=[mine.pk],
+            backend_kind=kind,
+            backend_base_url=url,
+            backend_model=model,
+            backend_api_key_env=key_env,
+            allowed_groups=list(Group.objects.filter(name__in=groups).values_list("pk", flat=True)),
         ),
     )
 
     assert response.status_code == 302
     agent.refresh_from_db()
-    assert agent.system_prompt == "Be brief."  # what staff may tune, they can
-    assert (agent.backend_kind, agent.backend_base_url, agent.backend_api_key_env) == ("extractive", "", "")
-    assert list(agent.allowed_groups.values_list("name", flat=True)) == ["business"]
-
-
-def test_a_superuser_sets_an_agents_model_server_and_groups(demo: Demo, admin_client: Client) -> None:
-    agent = demo.agents["business"]
-    support = agent.allowed_groups.model.objects.get(name="support")
-
-    response = admin_client.post(
-        f"/admin/agents/agent/{agent.pk}/change/",
-        _agent_form(
-            agent,
-            backend_kind="openai",
-            backend_base_url="http://127.0.0.1:9999",
-            backend_model="served",
-            allowed_groups=[support.pk],
-        ),
-    )
-
-    assert response.status_code == 302
-    agent.refresh_from_db()
-    assert (agent.backend_kind, agent.backend_base_url, agent.backend_model) == (
-        "openai",
-        "http://127.0.0.1:9999",
-        "served",
-    )
-    assert list(agent.allowed_groups.values_list("name", flat=True)) == ["support"]
+    assert agent.system_prompt == "Be brief."  # both may tune the prompt
+    backend = (agent.backend_kind, agent.backend_base_url, agent.backend_model, agent.backend_api_key_env)
+    assert (backend, list(agent.allowed_groups.values_list("name", flat=True))) == applied
