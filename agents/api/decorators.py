@@ -6,8 +6,12 @@
 The view gets an `ApiRequest` with an authenticated user and a validated, typed body,
 or never runs: every refusal is an `ApiError` or a `ChatError`, rendered by the
 endpoint's error renderer (the JSON API's shape, or OpenAI's for `/v1`). Order of checks:
-method (405), credentials (401), CSRF for session-authenticated unsafe requests (403),
-body size (413), JSON (400), the body's own validation (400/413).
+method (405), credentials (401), body size (413), CSRF for session-authenticated unsafe
+requests (403), JSON (400), the body's own validation (400/413). The body is read before
+the CSRF check because Django's check parses form bodies for a token field: reading it
+first keeps that parse in memory, and leaves the raw bytes readable for the JSON parser.
+Django's own refusals of a malformed request (too many fields or files, a broken
+multipart body) are the client's fault too, so they are 400s, never 500s.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
@@ -85,7 +90,8 @@ def enforce_csrf(request: HttpRequest) -> None:
         raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}.")
 
 
-def read_json(request: HttpRequest) -> object:
+def read_body(request: HttpRequest) -> bytes:
+    """The raw body, or 413 past the limit (refused unread when Content-Length declares it)."""
     limit = settings.TOKENCACHE_MAX_BODY_BYTES
     declared = ascii_int(request.META.get("CONTENT_LENGTH") or "0")
     if declared is None:
@@ -98,6 +104,10 @@ def read_json(request: HttpRequest) -> object:
         raise _too_large(limit) from None
     if len(raw) > limit:
         raise _too_large(limit)
+    return raw
+
+
+def parse_json(raw: bytes) -> object:
     if not raw.strip():
         raise invalid_request("The request body is empty; send a JSON object.")
     try:
@@ -137,12 +147,17 @@ def api_endpoint(
                         headers={"Allow": ", ".join(sorted(allowed))},
                     )
                 user, via = authenticate(request)
+                raw = read_body(request) if body is not None else b""
                 if via == "session" and request.method not in SAFE_METHODS:
                     enforce_csrf(request)
-                parsed = body.parse(read_json(request)) if body is not None else None
+                parsed = body.parse(parse_json(raw)) if body is not None else None
                 return view(ApiRequest(http=request, user=user, via=via, body=parsed), *args, **kwargs)
             except ApiError as error:
                 return render(error)
+            except RequestDataTooBig:
+                return render(_too_large(settings.TOKENCACHE_MAX_BODY_BYTES))
+            except (SuspiciousOperation, MultiPartParserError) as error:
+                return render(invalid_request(f"The request could not be read: {error}"))
             except ChatError as error:
                 return render(as_api_error(error))
             except Exception:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/conversations/", views.conversation_list, name="api-conversations"),
     path("api/conversations/<str:conversation_id>/", views.conversation_detail, name="api-conversation"),
     path("api/schema", views.schema, name="api-schema"),
-    # Anything else under api/ answers in the API's error shape, never with Django's HTML 404.
-    re_path(r"^api/(?P<rest>.*)$", views.not_found),
+    # Anything else under api/ answers in the API's error shape, never with Django's HTML 404;
+    # bare `api` too, which APPEND_SLASH would otherwise redirect (or, for a POST, fail on).
+    re_path(r"^api(?:/(?P<rest>.*))?$", views.not_found),
 ]

@@ -80,9 +80,10 @@ class CompletionBody:
             raise _bad("`messages` must be a non-empty list.", "messages")
         turns: list[tuple[str, str]] = []
         for i, item in enumerate(messages):
-            if not isinstance(item, dict) or item.get("role") not in ROLES:
+            role = item.get("role") if isinstance(item, dict) else None
+            if not isinstance(role, str) or role not in ROLES:
                 raise _bad(f"Each message needs a `role` among {', '.join(sorted(ROLES))}.", f"messages[{i}]")
-            turns.append((item["role"], _text(item.get("content"), f"messages[{i}].content")))
+            turns.append((role, _text(item.get("content"), f"messages[{i}].content")))
         last_role, last_text = turns[-1]
         if last_role != "user":
             raise _bad("The last message must be the user's: it is the question.", "messages")
@@ -94,9 +95,13 @@ class CompletionBody:
         options = fields.get("stream_options") or {}
         if not isinstance(options, dict):
             raise _bad("`stream_options` must be an object.", "stream_options")
-        if fields.get("n") not in (None, 1):
+        n = fields.get("n")
+        if n is not None and (type(n) is not int or n != 1):  # not 1.0 or true, which equal 1 in Python
             raise _bad("Only `n` = 1 is supported.", "n")
-        max_tokens = fields.get("max_completion_tokens", fields.get("max_tokens"))
+        # OpenAI's newer name wins; a null one falls back to the older, rather than hiding it.
+        max_tokens = fields.get("max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = fields.get("max_tokens")
         return cls(
             model=model,
             message=chat_message(last_text, field=f"messages[{len(turns) - 1}].content"),

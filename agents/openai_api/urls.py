@@ -7,5 +7,5 @@ from agents.openai_api import views
 urlpatterns = [
     path("v1/models", views.models, name="openai-models"),
     path("v1/chat/completions", views.chat_completions, name="openai-chat-completions"),
-    re_path(r"^v1/(?P<rest>.*)$", views.not_found),
+    re_path(r"^v1(?:/(?P<rest>.*))?$", views.not_found),  # bare `v1` too: no APPEND_SLASH redirect
 ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from django.conf import settings
 from django.test import Client
+from django.utils.crypto import get_random_string
 
 from agents.models import ApiToken, Conversation, Message
 from tests.interfaces.conftest import post_json
@@ -34,7 +36,7 @@ def oa(**fields: object) -> bytes:
     return j({"model": "support", "messages": [{"role": "user", "content": "hi"}], **fields})
 
 
-def said(role: str, content: object) -> list[dict[str, object]]:
+def said(role: object, content: object) -> list[dict[str, object]]:
     return [{"role": role, "content": content}]
 
 
@@ -122,11 +124,16 @@ BAD = [
     ("PATCH on conversation", "PATCH", "/api/conversations/{other}/", j({}), 405, "method_not_allowed"),
     ("POST on schema", "POST", "/api/schema", j({}), 405, "method_not_allowed"),
     ("unknown API path", "GET", "/api/nothing-here", b"", 404, "not_found"),
+    ("bare /api, no slash to append", "POST", "/api", j({}), 404, "not_found"),
+    ("more query fields than Django reads", "GET", "/api/conversations/?" + "&".join(["a=1"] * 1001), b"", 400,
+     "invalid_request"),
     # --- the OpenAI-compatible API: the same guarantees, in OpenAI's error shape
     ("openai: no messages", "POST", V1, oa(messages=[]), 400, "invalid_request"),
     ("openai: model missing", "POST", V1, j({"messages": said("user", "hi")}), 400, "invalid_request"),
     ("openai: last message not the user's", "POST", V1, oa(messages=said("assistant", "hi")), 400, "invalid_request"),
     ("openai: unknown role", "POST", V1, oa(messages=said("wizard", "hi")), 400, "invalid_request"),
+    ("openai: role a list", "POST", V1, oa(messages=said(["user"], "hi")), 400, "invalid_request"),
+    ("openai: role an object", "POST", V1, oa(messages=said({"user": 1}, "hi")), 400, "invalid_request"),
     ("openai: image content", "POST", V1, oa(messages=said("user", [{"type": "image_url"}])), 400, "invalid_request"),
     ("openai: blank question", "POST", V1, oa(messages=said("user", "   ")), 400, "invalid_message"),
     ("openai: question over the limit", "POST", V1, oa(messages=said("user", "a" * 4001)), 413, "message_too_long"),
@@ -135,6 +142,10 @@ BAD = [
     ("openai: max_tokens 0", "POST", V1, oa(max_tokens=0), 400, "invalid_request"),
     ("openai: stream text", "POST", V1, oa(stream="yes"), 400, "invalid_request"),
     ("openai: n=2", "POST", V1, oa(n=2), 400, "invalid_request"),
+    ("openai: n=1.0", "POST", V1, oa(n=1.0), 400, "invalid_request"),
+    ("openai: n=true", "POST", V1, oa(n=True), 400, "invalid_request"),
+    ("openai: null max_completion_tokens hides no bad max_tokens", "POST", V1,
+     oa(max_completion_tokens=None, max_tokens=-5), 400, "invalid_request"),
     ("openai: unknown model", "POST", V1, oa(model="gpt-4o"), 404, "model_not_found"),
     ("openai: NUL in model", "POST", V1, oa(model="a\u0000b"), 404, "model_not_found"),
     ("openai: model with spaces and quotes", "POST", V1, oa(model="support' OR '1'='1"), 404, "model_not_found"),
@@ -143,6 +154,7 @@ BAD = [
     ("openai: 1 MB body", "POST", V1, oa(x="a" * 1_000_000), 413, "body_too_large"),
     ("openai: GET completions", "GET", V1, b"", 405, "method_not_allowed"),
     ("openai: unknown path", "GET", "/v1/embeddings", b"", 404, "not_found"),
+    ("openai: bare /v1, no slash to append", "PUT", "/v1", j({}), 404, "not_found"),
 ]
 # fmt: on
 
@@ -232,3 +244,37 @@ def test_json_errors_even_where_django_would_answer_a_csrf_failure_page(db, meth
     response = Client(enforce_csrf_checks=True).generic(method, path, b"{}", content_type="application/json")
     assert response.status_code == status
     assert response.json()["error"]["code"]
+
+
+MULTIPART = "multipart/form-data; boundary=x"
+FORM_BODIES = [
+    # A browser session may send what a form would: Django's CSRF check reads form bodies itself.
+    ("valid multipart", MULTIPART,
+     b'--x\r\nContent-Disposition: form-data; name="message"\r\n\r\nredis\r\n--x--\r\n', 400, "invalid_json"),
+    ("multipart without a boundary", "multipart/form-data", b"--x--\r\n", 400, "invalid_request"),
+    ("multipart with a non-ASCII boundary", "multipart/form-data; boundary=\u00e9", b"--x--\r\n", 400,
+     "invalid_request"),
+    ("more form fields than Django reads", "application/x-www-form-urlencoded", "&".join(["a=1"] * 1500).encode(),
+     400, "invalid_request"),
+    ("a form body over the limit", "application/x-www-form-urlencoded", b"a=" + b"1" * 100_000, 413,
+     "body_too_large"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", [CHAT, V1])
+@pytest.mark.parametrize(
+    ("name", "content_type", "body", "status", "code"), FORM_BODIES, ids=[c[0] for c in FORM_BODIES]
+)
+def test_a_form_body_from_a_browser_session_is_a_4xx_json_error(
+    demo, alice, path, name, content_type, body, status, code
+):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    client.cookies[settings.CSRF_COOKIE_NAME] = csrf = get_random_string(32)
+    before = _snapshot()
+
+    response = client.generic("POST", path, body, content_type=content_type, HTTP_X_CSRFTOKEN=csrf)
+
+    assert response.status_code == status, response.content[:300]
+    assert response.json()["error"]["code"] == code
+    assert _snapshot() == before

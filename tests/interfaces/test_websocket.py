@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -101,6 +102,10 @@ def test_it_streams_deltas_then_done_with_the_stored_answer(demo, alice):
         ("alice", "/ws/agents/%00/", "http://testserver", False, 4404),  # PostgreSQL: DataError if queried
         ("alice", "/ws/agents/a%00b/", "http://testserver", False, 4404),
         ("alice", "/ws/agents/support/", "http://evil.example", False, None),
+        # Paths no app routes: refused like an unknown agent, for anyone
+        ("alice", "/ws/nope/", "http://testserver", False, 4404),
+        ("alice", "/ws/agents/support", "http://testserver", False, 4404),
+        ("anonymous", "/api/agents/", "http://testserver", False, 4404),
     ],
 )
 def test_who_may_connect(demo, alice, bob, root, persona, path, origin, accepted, close_code):
@@ -362,14 +367,17 @@ def test_a_real_websocket_client_against_the_running_server(demo, alice, asgi_se
     assert "".join(f["text"] for f in frames[:-1]) == Message.objects.get(pk=done["message_id"]).content
 
 
-def test_the_running_server_refuses_anonymous_sockets(demo, asgi_server):
+@pytest.mark.parametrize("path", ["/ws/agents/support/", "/ws/no-such-socket/"])
+def test_the_running_server_refuses_anonymous_sockets_and_unknown_paths(demo, asgi_server, path, caplog):
     async def scenario():
         with pytest.raises(websockets.InvalidStatus) as refused:
-            async with websockets.connect(f"{asgi_server.ws_url}/ws/agents/support/", origin=asgi_server.url):
+            async with websockets.connect(f"{asgi_server.ws_url}{path}", origin=asgi_server.url):
                 pass
         return refused.value.response.status_code
 
-    assert run(scenario) == 403
+    with caplog.at_level(logging.ERROR):
+        assert run(scenario) == 403
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]  # no traceback logged
 
 
 def test_websocket_chat_keeps_working_when_redis_is_down(demo, alice, settings, redis_factory):
