@@ -4,6 +4,7 @@ Every value has a laptop default so that `make run` works with no configuration;
 production changes environment variables, never this file. The README has the table.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -202,6 +203,17 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Prometheus: with several processes, PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate them.
 PROMETHEUS_EXPORT_MIGRATIONS = False
+
+
+def envnetworks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in envlist(name, default)]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error} (use addresses or networks, e.g. 127.0.0.1,10.0.0.0/8)") from None
+
+
+# Who may read /metrics: the figures say which agents are used, how much and by which processes.
+TOKENCACHE_METRICS_ALLOW = envnetworks("TOKENCACHE_METRICS_ALLOW", "127.0.0.1,::1")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,5 +1,7 @@
 """Liveness and readiness: the site keeps serving while Redis is down."""
 
+import ipaddress
+
 import pytest
 from django.test import Client, override_settings
 
@@ -42,6 +44,25 @@ def test_metrics_exports_django_request_counters(client: Client) -> None:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert b"django_http_requests_total" in response.content
+
+
+@pytest.mark.parametrize(
+    ("address", "allow", "status"),
+    [
+        ("203.0.113.7", None, 403),  # by default only this machine may read them
+        ("::1", None, 200),
+        ("203.0.113.7", "127.0.0.1,203.0.113.0/24", 200),  # the monitoring network, once configured
+        ("198.51.100.1", "127.0.0.1,203.0.113.0/24", 403),
+    ],
+)
+def test_metrics_are_for_the_monitoring_network_only(
+    client: Client, settings, address: str, allow: str | None, status: int
+) -> None:
+    if allow is not None:
+        settings.TOKENCACHE_METRICS_ALLOW = [ipaddress.ip_network(item) for item in allow.split(",")]
+    response = client.get("/metrics", REMOTE_ADDR=address)
+    assert response.status_code == status
+    assert (b"django_http_requests_total" in response.content) is (status == 200)
 
 
 @pytest.mark.django_db

@@ -44,6 +44,7 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
         ("DEBUG", "maybe", "DEBUG='maybe' is not a boolean"),
         ("TOKENCACHE_POOL_SIZE", "ten", "TOKENCACHE_POOL_SIZE='ten' is not an integer"),
         ("TOKENCACHE_READ_TIMEOUT", "soon", "TOKENCACHE_READ_TIMEOUT='soon' is not a number"),
+        ("TOKENCACHE_METRICS_ALLOW", "10.0.0.0/8,prometheus", "TOKENCACHE_METRICS_ALLOW: 'prometheus' does not appear"),
     ],
 )
 def test_a_malformed_setting_names_the_variable_and_the_value(variable: str, value: str, complaint: str) -> None:
