@@ -6,11 +6,14 @@ Models hold data and small derived properties; workflows live in the services
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
+from django.utils.text import capfirst
 
 from agents.backends.base import API_KEY_ENV_PREFIX, api_key_env_refusal, server_root_refusal
 from cachecore.exceptions import TokenizerUnavailable
@@ -133,6 +136,28 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def full_clean(
+        self, exclude: Iterable[str] | None = None, validate_unique: bool = True, validate_constraints: bool = True
+    ) -> None:
+        """As Django's, but an error in an excluded field is reported for the whole agent.
+
+        `clean()` checks every field, and a form that lacks one (the admin shows the backend
+        read-only to staff) cannot show an error next to it: Django raises ValueError, a 500,
+        instead of telling the person who saved the prompt of an agent whose stored URL no
+        longer passes.
+        """
+        excluded = set(exclude or ())
+        try:
+            super().full_clean(excluded, validate_unique, validate_constraints)
+        except ValidationError as error:
+            if not excluded or not hasattr(error, "error_dict"):
+                raise
+            for name in [name for name in error.error_dict if name in excluded]:
+                label = capfirst(self._meta.get_field(name).verbose_name)  # type: ignore[union-attr]
+                moved = [f"{label}: {message}" for message in ValidationError(error.error_dict.pop(name)).messages]
+                error.error_dict.setdefault(NON_FIELD_ERRORS, []).extend(ValidationError(m) for m in moved)
+            raise
 
     def clean(self) -> None:
         """Refuse an agent that would fail on its first chat turn, naming what is wrong.

@@ -46,7 +46,10 @@ def server_root_refusal(url: str) -> str | None:
     swallow them and aim the request, API key and prompt included, at any path of the
     host. Credentials in a URL would end up in logs and error records.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. an unclosed IPv6 bracket
+        return f"The server URL is not a URL: {error}."
     if "@" in parts.netloc:
         return (
             f"The server URL must not carry a user name or password; put the key in a "

@@ -30,6 +30,7 @@ from agents.backends.base import (
     OnDelta,
     Prompt,
     api_key_env_refusal,
+    server_root_refusal,
 )
 from agents.backends.breaker import breaker_for
 from cachecore.breaker import BreakerOpen
@@ -83,6 +84,11 @@ class OpenAIBackend:
     def generate(
         self, prompt: Prompt, *, max_tokens: int, temperature: float, on_delta: OnDelta | None = None
     ) -> Generation:
+        # Checked here too, like the key's variable: a row written around the admin must not
+        # send the key and the prompt to whatever path a query in its URL names.
+        refusal = server_root_refusal(self.base_url)
+        if refusal:
+            raise BackendError(refusal)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         key = self._api_key()
         if key:

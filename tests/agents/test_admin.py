@@ -277,3 +277,23 @@ def test_only_a_superuser_sets_where_an_agent_sends_prompts_and_key_and_who_may_
     assert agent.system_prompt == "Be brief."  # both may tune the prompt
     backend = (agent.backend_kind, agent.backend_base_url, agent.backend_model, agent.backend_api_key_env)
     assert (backend, list(agent.allowed_groups.values_list("name", flat=True))) == applied
+
+
+def test_staff_saving_an_agent_whose_read_only_backend_no_longer_passes_are_told_not_crashed(
+    demo: Demo, bob: User
+) -> None:
+    bob.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="agents", codename__in=["view_agent", "change_agent"])
+    )
+    tuner = Client()
+    tuner.force_login(bob)
+    agent = demo.agents["business"]
+    # Written before the rule existed, or around the admin: a URL whose query would swallow /v1/...
+    Agent.objects.filter(pk=agent.pk).update(backend_base_url="http://127.0.0.1:9999/?x=")
+
+    response = tuner.post(f"/admin/agents/agent/{agent.pk}/change/", _agent_form(agent, system_prompt="Be brief."))
+
+    assert response.status_code == 200  # the form again, with the reason; not a 500
+    assert "Backend base url: The server URL must be a plain root" in response.content.decode()
+    agent.refresh_from_db()
+    assert agent.system_prompt != "Be brief."

@@ -142,7 +142,7 @@ def test_concurrent_turns_to_one_server_stream_in_parallel(model_server: FakeMod
     for thread in threads:
         thread.join()
 
-    assert len(texts) == 3
+    assert len(texts) == len(spans) == 3
     # Every answer had started before any had finished: serialized, each would start after the last ended.
     assert max(first for first, _ in spans) < min(last for _, last in spans)
 
@@ -257,6 +257,18 @@ def test_an_api_key_variable_without_the_model_key_prefix_is_refused_before_any_
         backend(model_server, api_key_env=name).generate(build_prompt(), max_tokens=64, temperature=0.0)
 
     assert "the-process-secret" not in caught.value.message
+    assert model_server.requests == []
+
+
+def test_a_server_url_whose_query_would_swallow_the_path_is_refused_before_any_request(
+    model_server: FakeModelServer,
+) -> None:
+    # Written around the admin's validation: /v1/completions would become a query of /elsewhere.
+    with pytest.raises(BackendError, match="without a query or fragment"):
+        backend(model_server, base_url=model_server.base_url + "/elsewhere?x=").generate(
+            build_prompt(), max_tokens=64, temperature=0.0
+        )
+
     assert model_server.requests == []
 
 
