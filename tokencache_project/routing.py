@@ -19,4 +19,5 @@ class NoSuchSocket(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_NOT_FOUND)
 
 
-websocket_urlpatterns = [*agent_routes, *dashboard_routes, re_path(r"^.*$", NoSuchSocket.as_asgi())]
+# Last, and (?s) so that "." also matches a newline a client put in the path.
+websocket_urlpatterns = [*agent_routes, *dashboard_routes, re_path(r"(?s)^.*$", NoSuchSocket.as_asgi())]

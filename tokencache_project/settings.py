@@ -206,6 +206,7 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 
 
 def envnetworks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Addresses and networks, comma-separated; a typo stops start-up naming the variable."""
     try:
         return [ipaddress.ip_network(item, strict=False) for item in envlist(name, default)]
     except ValueError as error:

@@ -108,6 +108,7 @@ def read_body(request: HttpRequest) -> bytes:
 
 
 def parse_json(raw: bytes) -> object:
+    """The decoded body; 400 naming what is wrong (empty, not UTF-8, not JSON)."""
     if not raw.strip():
         raise invalid_request("The request body is empty; send a JSON object.")
     try:
@@ -154,10 +155,14 @@ def api_endpoint(
                 return view(ApiRequest(http=request, user=user, via=via, body=parsed), *args, **kwargs)
             except ApiError as error:
                 return render(error)
-            except RequestDataTooBig:
-                return render(_too_large(settings.TOKENCACHE_MAX_BODY_BYTES))
             except (SuspiciousOperation, MultiPartParserError) as error:
-                return render(invalid_request(f"The request could not be read: {error}"))
+                # Logged where Django logs its own refusals; the client gets a fixed text.
+                logging.getLogger(f"django.security.{type(error).__name__}").warning(
+                    "api_request_refused", extra={"path": request.path, "error": str(error)}
+                )
+                return render(
+                    invalid_request("The request could not be read (too many fields or files, or a broken form body).")
+                )
             except ChatError as error:
                 return render(as_api_error(error))
             except Exception:

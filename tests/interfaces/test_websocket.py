@@ -105,6 +105,7 @@ def test_it_streams_deltas_then_done_with_the_stored_answer(demo, alice):
         # Paths no app routes: refused like an unknown agent, for anyone
         ("alice", "/ws/nope/", "http://testserver", False, 4404),
         ("alice", "/ws/agents/support", "http://testserver", False, 4404),
+        ("alice", "/ws/a%0Ab/", "http://testserver", False, 4404),  # a newline, which "." does not match
         ("anonymous", "/api/agents/", "http://testserver", False, 4404),
     ],
 )

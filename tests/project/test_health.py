@@ -51,6 +51,7 @@ def test_metrics_exports_django_request_counters(client: Client) -> None:
     [
         ("203.0.113.7", None, 403),  # by default only this machine may read them
         ("::1", None, 200),
+        ("::ffff:127.0.0.1", None, 200),  # IPv4 loopback, as a server bound to :: sees it
         ("203.0.113.7", "127.0.0.1,203.0.113.0/24", 200),  # the monitoring network, once configured
         ("198.51.100.1", "127.0.0.1,203.0.113.0/24", 403),
     ],
