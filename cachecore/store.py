@@ -347,7 +347,7 @@ class TokenStore:
             # before tokenizing these texts itself.
             self._release(taken, token)
             raise
-        round_trips += self._write(tokenizer, tokenized, ttl, release=taken, token=token)
+        round_trips += self._write(tokenizer, tokenized, ttl, release=_release_own(taken, token) if taken else None)
         for key, ids in tokenized.items():
             resolved[key] = Lookup(ids, outcome(key))
 
@@ -395,13 +395,9 @@ class TokenStore:
                 self._execute("release", _release_own(locks, token))
 
     def _write(
-        self,
-        tokenizer: Tokenizer,
-        tokenized: dict[bytes, np.ndarray],
-        ttl: int,
-        release: Sequence[bytes] = (),
-        token: str = "",
+        self, tokenizer: Tokenizer, tokenized: dict[bytes, np.ndarray], ttl: int, release: tuple[Any, ...] | None = None
     ) -> int:
+        """Write tokenized values back, and send `release` (our claims' release) in the same trip."""
         width = _id_width(tokenizer)
         commands: list[tuple[Any, ...]] = []
         for key, ids in tokenized.items():
@@ -412,7 +408,7 @@ class TokenStore:
             metrics.VALUE_BYTES.observe(len(value))
             commands.append(("SET", key, value, "EX", ttl))
         if release:
-            commands.append(_release_own(release, token))
+            commands.append(release)
         if not commands:
             return 0
         try:
