@@ -227,7 +227,7 @@ def test_a_conversation_deleted_while_its_answer_is_generated_gives_404_and_stor
     while not model_server.requests and time.monotonic() < deadline:
         time.sleep(0.01)
     deleted = deleter.delete(f"/api/conversations/{conversation.pk}/")
-    model_server.stop()  # ends the wait; the turn's error path must also see the conversation gone
+    model_server.resume()  # the model answers now, into a conversation that is gone
     turn.join(timeout=15)
 
     assert deleted.status_code == 204 and len(model_server.requests) == 1

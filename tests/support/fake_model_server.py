@@ -84,6 +84,7 @@ class FakeModelServer:
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # ends every hang: set by stop() and resume()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
@@ -96,6 +97,7 @@ class FakeModelServer:
     def start(self) -> FakeModelServer:
         handler = type("Handler", (_Handler,), {"server_state": self})
         self._stopping.clear()
+        self._wake.clear()
         # Port 0 on the first start; a restart binds the same port again so a client's base URL stays valid.
         self._httpd = _QuietServer(("127.0.0.1", self._port), handler)
         self._port = self._httpd.server_address[1]
@@ -108,6 +110,7 @@ class FakeModelServer:
     def stop(self) -> None:
         """Stop listening: later connections are refused. Releases any request that is hanging."""
         self._stopping.set()
+        self._wake.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             # Keep-alive connections (a server tokenizer's httpx.Client holds one) would otherwise go
@@ -118,6 +121,10 @@ class FakeModelServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def resume(self) -> None:
+        """End every wait (hangs, chunk delays) now and from now until the next start(): answer at once."""
+        self._wake.set()
 
     def __enter__(self) -> FakeModelServer:
         return self.start()
@@ -149,7 +156,7 @@ class FakeModelServer:
             self._requests.append(request)
 
     def _wait(self, seconds: float) -> None:
-        self._stopping.wait(seconds)
+        self._wake.wait(seconds)
 
 
 class _QuietServer(ThreadingHTTPServer):
