@@ -336,9 +336,14 @@ class TokenStore:
         for key, ids in zip(keys, codec.decode_many(now, keys), strict=True):
             if ids is not None:
                 resolved[key] = Lookup(ids, Outcome.HIT)
-        taken = [locks[key] for key, reply in zip(keys, replies, strict=True) if reply is not None]
-        claimed = [key for key, reply in zip(keys, replies, strict=True) if reply is not None and key not in resolved]
-        contended = [key for key, reply in zip(keys, replies, strict=True) if reply is None and key not in resolved]
+        taken: list[bytes] = []  # our claims, released below even where the value came late
+        claimed: list[bytes] = []  # ours to tokenize
+        contended: list[bytes] = []  # another lookup's to tokenize: wait for it
+        for key, reply in zip(keys, replies, strict=True):
+            if reply is not None:
+                taken.append(locks[key])
+            if key not in resolved:
+                (claimed if reply is not None else contended).append(key)
 
         try:
             tokenized = {key: tokenizer.encode(missing[key]) for key in claimed}

@@ -50,6 +50,14 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def envnetworks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Addresses and networks, comma-separated; a typo stops start-up naming the variable."""
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in envlist(name, default)]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error} (use addresses or networks, e.g. 127.0.0.1,10.0.0.0/8)") from None
+
+
 DEBUG = envbool("DEBUG", True)
 
 # A development key is fine on a laptop; without DEBUG the key must come from the environment.
@@ -203,15 +211,6 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Prometheus: with several processes, PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate them.
 PROMETHEUS_EXPORT_MIGRATIONS = False
-
-
-def envnetworks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """Addresses and networks, comma-separated; a typo stops start-up naming the variable."""
-    try:
-        return [ipaddress.ip_network(item, strict=False) for item in envlist(name, default)]
-    except ValueError as error:
-        raise ImproperlyConfigured(f"{name}: {error} (use addresses or networks, e.g. 127.0.0.1,10.0.0.0/8)") from None
-
 
 # Who may read /metrics: the figures say which agents are used, how much and by which processes.
 TOKENCACHE_METRICS_ALLOW = envnetworks("TOKENCACHE_METRICS_ALLOW", "127.0.0.1,::1")
