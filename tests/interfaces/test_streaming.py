@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DEFAULT_EXECUTOR_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
-async def _until(condition, timeout: float = 10) -> None:
+async def _until(condition, timeout: float = 30) -> None:  # generous: VM stalls
     # The fake model server records requests but offers nothing to await: poll it, bounded.
     deadline = time.monotonic() + timeout
     while not condition():
