@@ -277,6 +277,10 @@ class Message(models.Model):
     backend = models.CharField(max_length=100, blank=True)
     # The model server echoed exactly the IDs we sent (the drift check); None when unknown.
     prompt_ids_echoed = models.BooleanField(null=True, blank=True)
+    # The asker's verdict on an answer: +1 helped, -1 did not, None not rated; the comment is optional.
+    feedback = models.SmallIntegerField(null=True, blank=True, choices=[(1, "helpful"), (-1, "not helpful")])
+    feedback_comment = models.CharField(max_length=200, blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created", "id"]
