@@ -38,10 +38,10 @@ from django.db import close_old_connections
 from django.http import HttpRequest
 
 from agents import selectors
-from agents.api import render
-from agents.api.bodies import chat_message, expect_object, optional_id
-from agents.api.errors import ApiError, as_api_error
 from agents.errors import AgentNotFound, AgentNotPermitted, ChatError
+from agents.interfaces import render
+from agents.interfaces.bodies import chat_message, expect_object, optional_id
+from agents.interfaces.errors import ApiError, as_api_error
 from agents.streaming import Delta, Done, Failed, TurnStream
 from agents.turns import TurnRequest, prepare_turn
 

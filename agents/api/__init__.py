@@ -1,1 +1,1 @@
-"""The JSON API: decorators that authenticate and parse, thin views that call the chat service."""
+"""The JSON API: thin views over `agents.interfaces` that call the chat service."""

@@ -10,12 +10,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
-from agents.api import render
-from agents.api.bodies import ChatBody, ascii_int
-from agents.api.decorators import ApiRequest, api_endpoint
-from agents.api.errors import ApiError, json_error
 from agents.chat import run_turn
 from agents.errors import ConversationNotFound
+from agents.interfaces import render
+from agents.interfaces.bodies import ChatBody, ascii_int
+from agents.interfaces.decorators import ApiRequest, api_endpoint
+from agents.interfaces.errors import ApiError, json_error
 from agents.turns import prepare_turn
 
 SCHEMA_PATH = Path(__file__).with_name("openapi.json")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
-from agents.api.bodies import chat_message, expect_object
-from agents.api.errors import ApiError
+from agents.interfaces.bodies import chat_message, expect_object
+from agents.interfaces.errors import ApiError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 HISTORY_ROLES = frozenset({"user", "assistant"})

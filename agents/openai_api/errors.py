@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from agents.api.errors import ApiError
+from agents.interfaces.errors import ApiError
 
 _TYPES = {
     400: "invalid_request_error",

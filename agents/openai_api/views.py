@@ -23,11 +23,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
-from agents.api import render
-from agents.api.decorators import ApiRequest, api_endpoint
-from agents.api.errors import ApiError, as_api_error
 from agents.chat import TurnResult, run_turn
 from agents.errors import ChatError
+from agents.interfaces import render
+from agents.interfaces.decorators import ApiRequest, api_endpoint
+from agents.interfaces.errors import ApiError, as_api_error
 from agents.openai_api.bodies import CompletionBody
 from agents.openai_api.errors import error_body, openai_error
 from agents.streaming import Delta, Done, Event, Failed, TurnStream

@@ -13,8 +13,8 @@ from typing import Any, Protocol, Self
 
 from django.conf import settings
 
-from agents.api.errors import invalid_request
 from agents.errors import InvalidMessage, MessageTooLong
+from agents.interfaces.errors import invalid_request
 
 
 class Body(Protocol):

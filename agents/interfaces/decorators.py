@@ -1,4 +1,4 @@
-"""Authentication, CSRF, method, size and JSON parsing for API views, in one decorator.
+"""Method, authentication, size, CSRF and JSON parsing for HTTP API views, in one decorator.
 
     @api_endpoint("POST", body=ChatBody)
     def chat(call: ApiRequest[ChatBody], slug: str) -> HttpResponse: ...
@@ -20,21 +20,20 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
-from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from agents.api.bodies import ascii_int
-from agents.api.errors import ApiError, as_api_error, invalid_request, json_error
 from agents.errors import ChatError
-from agents.tokens import authenticate_token
+from agents.interfaces.auth import authenticate, enforce_csrf
+from agents.interfaces.bodies import ascii_int
+from agents.interfaces.errors import ApiError, as_api_error, invalid_request, json_error
 
 logger = logging.getLogger(__name__)
 
@@ -49,45 +48,6 @@ class ApiRequest(Generic[B]):
     user: User
     via: Literal["session", "token"]
     body: B
-
-
-class _CsrfCheck(CsrfViewMiddleware):
-    # Return the reason instead of Django's HTML failure page, so the error keeps the API's shape.
-    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
-        return reason
-
-
-def _no_response(request: HttpRequest) -> HttpResponse:
-    raise AssertionError("never called: only process_request/process_view are used")
-
-
-def authenticate(request: HttpRequest) -> tuple[User, Literal["session", "token"]]:
-    header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
-            raise ApiError(401, "unauthorized", "Use `Authorization: Bearer <token>`.", headers=_challenge())
-        user = authenticate_token(raw.strip())
-        if user is None:
-            raise ApiError(401, "unauthorized", "The API token is invalid or revoked.", headers=_challenge())
-        request.user = user
-        return user, "token"
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        raise ApiError(401, "unauthorized", "Log in or send `Authorization: Bearer <token>`.", headers=_challenge())
-    return cast(User, user), "session"
-
-
-def _challenge() -> dict[str, str]:
-    return {"WWW-Authenticate": 'Bearer realm="tokencache"'}
-
-
-def enforce_csrf(request: HttpRequest) -> None:
-    check = _CsrfCheck(_no_response)
-    check.process_request(request)
-    reason = check.process_view(request, lambda r: HttpResponse(), (), {})
-    if reason:
-        raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}.")
 
 
 def read_body(request: HttpRequest) -> bytes:
