@@ -126,8 +126,15 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server and the Celery worker read while the other writes;
     # the busy timeout turns short write contention into a wait instead of an error.
+    # IMMEDIATE: a transaction takes the write lock at BEGIN, where the busy timeout applies.
+    # A deferred one that reads first is refused at once ("database is locked") when it
+    # tries to write after another connection did: the admin's saves, update_or_create.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
