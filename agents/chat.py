@@ -24,7 +24,6 @@ from agents.errors import (
     INTERNAL_ERROR_CODE,
     INTERNAL_ERROR_MESSAGE,
     AgentNotFound,
-    AgentNotPermitted,
     ConversationForbidden,
     ConversationNotFound,
     InvalidMessage,
@@ -36,7 +35,8 @@ from agents.errors import (
 from agents.models import Agent, Conversation, Message
 from agents.prompt import build_prompt
 from agents.retrieval import search_chunks
-from agents.selectors import AnyUser, user_may_use_agent
+from agents.selectors import AnyUser
+from cachecore import metrics
 from cachecore.exceptions import CacheCoreError
 from cachecore.store import LookupBatch, get_many
 from cachecore.tokenizers import get_tokenizer
@@ -74,8 +74,10 @@ def run_turn(
 ) -> TurnResult:
     """Answer `message` with `agent` for `user`, storing both sides of the turn.
 
-    Raises a `ChatError` before storing anything if the message is invalid or the user
-    may not use the agent or the conversation. Raises `ModelUnavailable` (server down, slow,
+    The caller has admitted the turn (`agents.turns.prepare_turn`: the user may use the agent
+    and the conversation, within the rate budget); this trusts that and repeats only checks
+    that cost no query. Raises a `ChatError` before storing anything if the message is invalid,
+    the agent disabled or the conversation not the user's with this agent. Raises `ModelUnavailable` (server down, slow,
     failing) or `ModelRejected` (it refused the request, or the agent is misconfigured) after
     storing the message and an error answer. If even the error answer cannot be stored, the
     turn's own error propagates and the second one is logged. A conversation deleted during
@@ -85,8 +87,6 @@ def run_turn(
     question = _validated(message)
     if not agent.enabled:
         raise AgentNotFound(f"No agent named {agent.slug!r}.")
-    if not user_may_use_agent(user, agent):
-        raise AgentNotPermitted(f"You are not allowed to use the agent {agent.slug!r}.")
     if conversation is not None and (conversation.user_id != user.pk or conversation.agent_id != agent.pk):
         raise ConversationForbidden("This conversation belongs to someone else or to another agent.")
     if max_tokens is not None and max_tokens < 1:
@@ -124,6 +124,7 @@ def run_turn(
             extra={"agent": agent.slug, "conversation": conversation.pk, "code": failure.code, "reason": reason},
         )
         failed = _store_error(conversation=conversation, code=failure.code, reason=reason, started=started)
+        metrics.observe_turn(agent=agent.slug, ok=False)
         if failed is None:
             raise  # TurnFailed promises a stored error answer; there is none
         # Its message is the public text of its kind; the reason is in the log line above, the
@@ -132,6 +133,7 @@ def run_turn(
     except Exception as exc:
         reason = f"{INTERNAL_ERROR_MESSAGE} ({type(exc).__name__})"
         _store_error(conversation=conversation, code=INTERNAL_ERROR_CODE, reason=reason, started=started)
+        metrics.observe_turn(agent=agent.slug, ok=False)
         raise
 
 
@@ -258,6 +260,18 @@ def _answer(
         citations=citations,
         timings={"retrieval_ms": retrieval_ms, "generation_ms": generation_ms},
         started=started,
+    )
+    metrics.observe_turn(
+        agent=agent.slug,
+        ok=True,
+        lookup_ms=answer.lookup_ms,
+        context_tokens=answer.context_tokens,
+        stage_ms={
+            "retrieval": answer.retrieval_ms,
+            "lookup": answer.lookup_ms,
+            "generation": answer.generation_ms,
+            "total": answer.total_ms,
+        },
     )
     return TurnResult(
         conversation=conversation,
