@@ -77,11 +77,12 @@ def run_turn(
     The caller has admitted the turn (`agents.turns.prepare_turn`: the user may use the agent
     and the conversation, within the rate budget); this trusts that and repeats only checks
     that cost no query. Raises a `ChatError` before storing anything if the message is invalid,
-    the agent disabled or the conversation not the user's with this agent. Raises `ModelUnavailable` (server down, slow,
-    failing) or `ModelRejected` (it refused the request, or the agent is misconfigured) after
-    storing the message and an error answer. If even the error answer cannot be stored, the
-    turn's own error propagates and the second one is logged. A conversation deleted during
-    the turn raises `ConversationNotFound`: the answer has nowhere to go and nothing is stored.
+    the agent disabled or the conversation not the user's with this agent. Raises
+    `ModelUnavailable` (server down, slow, failing) or `ModelRejected` (it refused the request,
+    or the agent is misconfigured) after storing the message and an error answer. If even the
+    error answer cannot be stored, the turn's own error propagates and the second one is
+    logged. A conversation deleted during the turn raises `ConversationNotFound`: the answer
+    has nowhere to go and nothing is stored.
     """
     started = time.perf_counter()
     question = _validated(message)

@@ -10,12 +10,12 @@ gets an `unauthorized` error frame and the socket is closed with 4401; one who l
 agent gets `agent_not_permitted` (or `agent_not_found`) and 4403 (4404), as at connect.
 
 A bad frame gets an error frame and the socket stays open. Each frame is admitted as it
-arrives (agent, conversation, rate limit: `prepare_turn`); turns on one socket then run one
-after another, in order, in a worker thread (`TurnStream`), with at most
-`MAX_WAITING_TURNS` waiting: a frame beyond that gets a `busy` error frame. Frames keep being
-read meanwhile, so a bad frame is answered at once and a disconnect is noticed at once. On
-disconnect only the forwarding stops: the running turn runs to the end and its answer is
-stored; turns still waiting are dropped.
+arrives (agent, conversation, rate limit: `prepare_turn`) and again, uncharged, when its
+turn comes up (`confirm_turn`); turns on one socket run one after another, in order, in a
+worker thread (`TurnStream`), with at most `MAX_WAITING_TURNS` waiting: a frame beyond that
+gets a `busy` error frame. Frames keep being read meanwhile, so a bad frame is answered at
+once and a disconnect is noticed at once. On disconnect only the forwarding stops: the
+running turn runs to the end and its answer is stored; turns still waiting are dropped.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from agents.interfaces import render
 from agents.interfaces.bodies import chat_message, expect_object, optional_id
 from agents.interfaces.errors import ApiError, as_api_error
 from agents.streaming import Delta, Done, Failed, TurnStream
-from agents.turns import TurnRequest, prepare_turn
+from agents.turns import TurnRequest, confirm_turn, prepare_turn
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +182,14 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
     async def run_turn(self, message: str, turn: TurnRequest) -> None:
         async with self.in_order:
             try:
-                # The login may have ended while this turn waited behind another.
-                user = await in_database_thread(self._current_user)()
-            except SessionEnded as error:
+                # The login may have ended, or the user lost the agent, while this turn waited.
+                turn = await in_database_thread(self._confirm)(turn)
+            except (SessionEnded, ChatError) as error:
                 await self.refuse(error)
                 return
-            stream = TurnStream(user=user, agent=turn.agent, message=message, conversation=turn.conversation).start()
+            stream = TurnStream(
+                user=turn.user, agent=turn.agent, message=message, conversation=turn.conversation
+            ).start()
             while True:
                 event = await stream.anext_event()
                 if isinstance(event, Delta):
@@ -198,12 +200,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                     await self.send_json({"type": "done", **done})
                     return
                 elif isinstance(event, Failed):
-                    if isinstance(event.error, AgentNotPermitted | AgentNotFound):
-                        # The user lost the agent (or it was disabled) while this turn waited: the
-                        # socket is bound to the agent, so it closes (4403 / 4404), as at connect.
-                        await self.refuse(event.error)
-                    else:
-                        await self.send_error(_failure(event.error))
+                    await self.send_error(_failure(event.error))
                     return
 
     async def refuse(self, error: SessionEnded | ApiError | ChatError) -> None:
@@ -232,6 +229,9 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
 
     def _admit(self, frame: MessageFrame) -> TurnRequest:
         return prepare_turn(user=self._current_user(), slug=self.slug, conversation_id=frame.conversation_id)
+
+    def _confirm(self, turn: TurnRequest) -> TurnRequest:
+        return confirm_turn(user=self._current_user(), turn=turn)
 
     def _current_user(self) -> User:
         """The socket's user as the database has them now, checked as Django checks each HTTP request.

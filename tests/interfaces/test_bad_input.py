@@ -229,6 +229,15 @@ def test_a_bad_request_costs_no_rate_limit_budget(demo, alice, token_for, settin
     assert ApiToken.objects.filter(user=alice).count() == 1
 
 
+def test_a_conversation_with_another_agent_costs_no_rate_limit_budget(demo, alice, token_for, settings):
+    settings.TOKENCACHE_CHAT_RATE_PER_MINUTE = 1
+    client = Client(headers={"Authorization": f"Bearer {token_for(alice)}"})
+    with_documentation = Conversation.objects.create(agent=demo.agents["documentation"], user=alice)
+    refused = post_json(client, CHAT, {"message": "How do I log in?", "conversation_id": with_documentation.pk})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "conversation_forbidden"
+    assert post_json(client, CHAT, {"message": "How do I log in?"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
