@@ -15,7 +15,7 @@ from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 from django.utils.text import capfirst
 
-from agents.backends.base import API_KEY_ENV_PREFIX, api_key_env_refusal, server_root_refusal
+from agents.validators import API_KEY_ENV_PREFIX, api_key_env_refusal, server_root_refusal
 from cachecore.exceptions import TokenizerUnavailable
 from cachecore.tokenizers import get_tokenizer
 

@@ -29,10 +29,9 @@ from agents.backends.base import (
     Generation,
     OnDelta,
     Prompt,
-    api_key_env_refusal,
-    server_root_refusal,
 )
 from agents.backends.breaker import breaker_for
+from agents.validators import api_key_env_refusal, server_root_refusal
 from cachecore.breaker import BreakerOpen
 
 if TYPE_CHECKING:
