@@ -96,12 +96,16 @@ class ModelRejected(TurnFailed):
 
 INTERNAL_ERROR_CODE = "internal_error"
 INTERNAL_ERROR_MESSAGE = "The answer failed because of an internal error; your message was kept."
+# The process answering stopped mid-turn (killed, crashed): agents/interrupted.py stores these.
+INTERRUPTED_ERROR_CODE = "interrupted"
+INTERRUPTED_ERROR_MESSAGE = "The answer was interrupted because the server stopped; your message was kept. Ask again."
 
 # What a client is told about an error answer, by its `Message.error_code`.
 PUBLIC_ERROR_MESSAGES = {
     ModelUnavailable.code: ModelUnavailable.default_message,
     ModelRejected.code: ModelRejected.default_message,
     INTERNAL_ERROR_CODE: INTERNAL_ERROR_MESSAGE,
+    INTERRUPTED_ERROR_CODE: INTERRUPTED_ERROR_MESSAGE,
 }
 
 

@@ -29,6 +29,8 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py seed_demo
+# Questions left hanging by processes that stopped mid-turn get an error answer (beat repeats this).
+.venv/bin/python manage.py mark_interrupted_turns
 
 cat <<MSG
 

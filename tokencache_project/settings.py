@@ -213,7 +213,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": TOKENCACHE_CONNECT_
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # A question whose web worker died mid-turn gets an `interrupted` error answer (agents/interrupted.py).
+    "mark-interrupted-turns": {"task": "agents.mark_interrupted_turns", "schedule": 300.0},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Prometheus: with several processes, PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate them.
