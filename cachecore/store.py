@@ -35,8 +35,10 @@ from redis.exceptions import RedisError
 from redis.utils import HIREDIS_AVAILABLE
 
 from cachecore import codec, metrics
-from cachecore.breaker import Breaker, BreakerOpen, DatabaseRecorder, ProcessIdentity, gauge_and_log
+from cachecore.breaker import Breaker, BreakerOpen, gauge_and_log
 from cachecore.keys import ALL_TOKENS_PATTERN, lock_for, text_digest, token_key, tokenizer_pattern
+from cachecore.process import ProcessIdentity
+from cachecore.recorder import DatabaseRecorder
 from cachecore.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
