@@ -20,11 +20,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import uvicorn
 from django.contrib.auth.models import Group, User
 
 from tests.support.fake_model_server import FakeModelServer
@@ -113,3 +117,58 @@ def demo(db: None) -> Demo:
         _seed_demo()  # a transactional test flushed the session's seed
     queries = json.loads((DEMO_KNOWLEDGE_DIR / "queries.json").read_text(encoding="utf-8"))
     return Demo(agents={agent.slug: agent for agent in Agent.objects.select_related("ttl_policy")}, queries=queries)
+
+
+@dataclass(frozen=True)
+class AsgiServer:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def asgi_server() -> Iterator[AsgiServer]:
+    """uvicorn serving the production ASGI app (HTTP and websockets) from a thread, on a free loopback port.
+
+    A thread rather than a subprocess, because the test database is SQLite in memory (shared
+    cache): a thread sees the same database, so tests arrange rows with the ORM and the server
+    answers from them, as pytest-django's own `live_server` does. Tests that use it must be
+    transactional (`transactional_db`): the server's threads have their own connections and see
+    only committed rows.
+    """
+    from tokencache_project.asgi import application
+
+    port = _free_port()
+    config = uvicorn.Config(
+        application,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield AsgiServer("127.0.0.1", port)
+    server.should_exit = True
+    thread.join(timeout=10)

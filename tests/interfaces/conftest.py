@@ -1,26 +1,16 @@
-"""Fixtures for the interface tests: API tokens, clients per persona, a real ASGI server.
+"""Fixtures for the interface tests: API tokens, clients per persona, a model-backed agent.
 
-`asgi_server` is uvicorn serving `tokencache_project.asgi.application` (HTTP and
-websockets, the production entry point) from a thread of the test process on a free
-loopback port. A thread rather than a subprocess, because the test database is SQLite
-in memory (shared cache): a thread sees the same database, so tests arrange rows with the
-ORM and the server answers from them, as pytest-django's own `live_server` does. Tests
-that use it must be transactional (`transactional_db`): the server's threads have their
-own connections and see only committed rows.
+`asgi_server` (tests/conftest.py) is the production ASGI app served by uvicorn on loopback.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import uvicorn
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -70,53 +60,6 @@ def session_for() -> Callable[[User], Client]:
         return client
 
     return make
-
-
-@dataclass(frozen=True)
-class AsgiServer:
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def asgi_server() -> Iterator[AsgiServer]:
-    from tokencache_project.asgi import application
-
-    port = _free_port()
-    config = uvicorn.Config(
-        application,
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_level="warning",
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield AsgiServer("127.0.0.1", port)
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture
