@@ -1,0 +1,1 @@
+"""Browser pages for support staff: home, chat, documents, API tokens, and their small form endpoints."""
