@@ -53,6 +53,12 @@ class ConversationForbidden(ChatError):
     default_message = "This conversation belongs to someone else."
 
 
+class DocumentNotFound(ChatError):
+    code = "document_not_found"
+    status = 404
+    default_message = "No such document."
+
+
 class RateLimited(ChatError):
     code = "rate_limited"
     status = 429

@@ -12,8 +12,14 @@ from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Sub
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents.errors import AgentNotFound, AgentNotPermitted, ConversationForbidden, ConversationNotFound
-from agents.models import Agent, Conversation, Message
+from agents.errors import (
+    AgentNotFound,
+    AgentNotPermitted,
+    ConversationForbidden,
+    ConversationNotFound,
+    DocumentNotFound,
+)
+from agents.models import Agent, Conversation, KnowledgeDocument, Message
 
 AnyUser = AbstractBaseUser | AnonymousUser
 M = TypeVar("M", bound=Model)
@@ -111,3 +117,48 @@ def with_recent_cache_figures(queryset: QuerySet[M], *, agent_field: str, days: 
         recent_misses=total(Sum("cache_misses")),
     )
     return cast("QuerySet[M]", annotated)  # django-stubs loses the model type through annotate()
+
+
+def conversation_list_for_user(user: AnyUser, *, agent: Agent | None = None) -> QuerySet[Conversation]:
+    """The user's conversations, newest activity first, each with `message_count` (one query)."""
+    conversations = conversations_for_user(user)
+    if agent is not None:
+        conversations = conversations.filter(agent=agent)
+    return conversations.annotate(message_count=Count("messages")).order_by("-updated", "-id")
+
+
+def get_conversation_with_agent(user: AnyUser, agent: Agent, conversation_id: int) -> Conversation:
+    """The user's conversation with this agent; one with another agent is missing from this agent's pages."""
+    conversation = get_conversation_for_user(user, conversation_id)
+    if conversation.agent_id != agent.pk:
+        raise ConversationNotFound(f"No conversation {conversation_id} with {agent.slug!r}.")
+    return conversation
+
+
+def get_answer_for_user(user: AnyUser, message_id: int) -> Message:
+    """An answer in one of the user's own conversations with an agent they may still use."""
+    answer = (
+        Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT)
+        .select_related("conversation", "conversation__agent")
+        .first()
+        if 0 < message_id <= _MAX_ID
+        else None
+    )
+    if answer is None:
+        raise ConversationNotFound(f"No answer {message_id}.")
+    if not user.is_authenticated or answer.conversation.user_id != user.pk:
+        raise ConversationForbidden()
+    return answer
+
+
+def get_document_for_user(user: AnyUser, slug: str, document_id: int) -> KnowledgeDocument:
+    """A document of an agent the user may use (the same rule as chatting with it), with its chunks."""
+    agent = get_agent_for_user(user, slug)
+    document = (
+        KnowledgeDocument.objects.filter(pk=document_id, agent=agent).prefetch_related("chunks").first()
+        if 0 < document_id <= _MAX_ID
+        else None
+    )
+    if document is None:
+        raise DocumentNotFound(f"No document {document_id} in {slug!r}.")
+    return document

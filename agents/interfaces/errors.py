@@ -45,7 +45,14 @@ def as_api_error(error: ChatError) -> ApiError:
         extra = {"conversation_id": error.conversation_id, "message_id": error.message_id}
         return ApiError(error.status, error.code, error.default_message, extra=extra)
     if isinstance(error, RateLimited):
-        return ApiError(error.status, error.code, error.message, headers={"Retry-After": str(error.retry_after)})
+        # In the body too: a websocket frame has no headers, and the chat page says when to retry.
+        return ApiError(
+            error.status,
+            error.code,
+            error.message,
+            extra={"retry_after": error.retry_after},
+            headers={"Retry-After": str(error.retry_after)},
+        )
     return ApiError(error.status, error.code, error.message)
 
 
