@@ -27,6 +27,10 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Tokencache needs Python 3.11 or newer"'
 
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
+# The browser tests drive Debian's Chromium through Playwright (never a browser Playwright downloads).
+if [ "$profile" != runtime ]; then
+    command -v chromium >/dev/null || apt_install chromium fonts-dejavu-core
+fi
 if [ "$profile" = postgres ]; then
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || apt_install postgresql
     profile=dev
