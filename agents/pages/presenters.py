@@ -6,9 +6,11 @@ when an answer has finished streaming, so a live answer and a reloaded one look 
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 
 from django.urls import reverse
+from django.utils.html import strip_tags
 from django.utils.safestring import SafeString
 
 from agents.errors import public_error_message
@@ -81,7 +83,7 @@ def present(message: Message, *, agent: Agent) -> ShownMessage:
             number=n,
             anchor=f"{anchor}{n}",
             title=str(c.get("title", "")),
-            excerpt=str(c.get("excerpt", "")),
+            excerpt=_plain(str(c.get("excerpt", ""))),
             url=_document_url(agent, c),
         )
         for n, c in enumerate(message.citations or [], start=1)
@@ -102,6 +104,11 @@ def present(message: Message, *, agent: Agent) -> ShownMessage:
             lookup_ms=message.lookup_ms,
         ),
     )
+
+
+def _plain(markdown: str) -> str:
+    # An excerpt is a cut of a chunk's Markdown: shown as the words it says, without "##" or "**".
+    return " ".join(html.unescape(strip_tags(render_markdown(markdown))).split())
 
 
 def _document_url(agent: Agent, citation: dict[str, object]) -> str:
