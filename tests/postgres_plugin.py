@@ -248,7 +248,7 @@ def _skip_the_breaker_row_delete_at_exit() -> None:
     """cachecore deletes this process's breaker row at interpreter exit (atexit). Here that row
     lived in the test database, which pytest-django has dropped, on a server about to stop: the
     delete could only fail, and log the failure to an output pytest has already closed."""
-    forget = getattr(sys.modules.get("cachecore.store"), "_forget_at_exit", None)
+    forget = getattr(sys.modules.get("cachecore.store.default"), "_forget_at_exit", None)
     if forget is not None:
         atexit.unregister(forget)
 

@@ -1,4 +1,4 @@
-"""The token store: token IDs of many texts in one Redis round trip, safe when Redis fails.
+"""TokenStore: token IDs of many texts in one Redis round trip, safe when Redis fails.
 
 Round trips per `get_many` call, whatever the number of texts:
   full hit        1   MGET
@@ -15,88 +15,25 @@ Every round trip goes through the breaker. A Redis error or an open breaker neve
 reaches the caller: the affected texts are tokenized here and come back as BYPASS.
 """
 
-import atexit
 import contextlib
-import enum
 import logging
-import os
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import numpy as np
 import redis
-from django.conf import settings
 from redis.exceptions import RedisError
 from redis.utils import HIREDIS_AVAILABLE
 
 from cachecore import codec, metrics
-from cachecore.breaker import Breaker, BreakerOpen, gauge_and_log
+from cachecore.breaker import Breaker, BreakerOpen
 from cachecore.keys import ALL_TOKENS_PATTERN, lock_for, text_digest, token_key, tokenizer_pattern
-from cachecore.process import ProcessIdentity
-from cachecore.recorder import DatabaseRecorder
+from cachecore.store.results import Lookup, LookupBatch, Outcome, Usage
 from cachecore.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-
-class Outcome(enum.StrEnum):
-    HIT = "hit"  # IDs decoded from the cache
-    MISS = "miss"  # not cached: tokenized here (and written back)
-    BYPASS = "bypass"  # Redis unavailable or breaker open: tokenized without the cache
-    CORRUPT = "corrupt"  # a bad value was found, deleted, and the text tokenized
-
-
-class Lookup(NamedTuple):
-    ids: np.ndarray  # uint32
-    outcome: Outcome
-
-
-@dataclass(frozen=True)
-class LookupBatch:
-    """The result of one `get_many`: IDs and outcomes as parallel lists, one per text.
-
-    Kept as two lists rather than one object per text because building 30 small
-    objects was a measurable share of a ~100 us hit; `items` pairs them up on first
-    use for callers that want `item.ids` / `item.outcome`.
-    """
-
-    ids: list[np.ndarray]  # uint32 arrays, in the order of the texts
-    outcomes: list[Outcome]
-    round_trips: int
-    seconds: float
-
-    @cached_property
-    def items(self) -> list[Lookup]:
-        return list(map(Lookup, self.ids, self.outcomes))
-
-    @property
-    def hits(self) -> int:
-        return self.outcomes.count(Outcome.HIT)
-
-    @property
-    def misses(self) -> int:
-        return self.outcomes.count(Outcome.MISS)
-
-    @property
-    def bypassed(self) -> int:
-        return self.outcomes.count(Outcome.BYPASS)
-
-    @property
-    def corrupt(self) -> int:
-        return self.outcomes.count(Outcome.CORRUPT)
-
-    @property
-    def tokens_from_cache(self) -> int:
-        return sum(ids.size for ids, outcome in zip(self.ids, self.outcomes, strict=True) if outcome is Outcome.HIT)
-
-    @property
-    def tokens_tokenized(self) -> int:
-        return sum(ids.size for ids, outcome in zip(self.ids, self.outcomes, strict=True) if outcome is not Outcome.HIT)
 
 
 # prometheus_client's `.labels()` takes a lock and builds a key on every call (~2 us,
@@ -506,89 +443,3 @@ class TokenStore:
                     return Usage(entries, stored_bytes, tokens, complete=int(cursor) == 0)
         except (BreakerOpen, RedisError):
             return None
-
-
-@dataclass(frozen=True)
-class Usage:
-    entries: int
-    bytes: int
-    tokens: int
-    complete: bool  # False when the scan stopped at max_keys
-
-
-# -- the process-wide default store, on django-redis's "tokens" alias --------------------
-
-_default: TokenStore | None = None
-_default_pid: int | None = None
-_default_lock = threading.Lock()
-recorder: DatabaseRecorder | None = None
-
-
-def default_store() -> TokenStore:
-    """This process's store: django-redis's `tokens` pool and the process breaker.
-
-    Rebuilt after a fork (Celery's prefork workers), so a child never shares the
-    parent's sockets, breaker or recorder thread.
-    """
-    global _default, _default_pid, recorder
-    pid = os.getpid()
-    if _default is not None and _default_pid == pid:
-        return _default
-    with _default_lock:
-        if _default is None or _default_pid != pid:
-            from django_redis import get_redis_connection
-
-            identity = ProcessIdentity.current(getattr(settings, "TOKENCACHE_PROCESS_ROLE", "web"))
-            recorder = DatabaseRecorder(identity)
-            breaker = Breaker(
-                name="tokens",
-                fail_max=getattr(settings, "TOKENCACHE_BREAKER_FAIL_MAX", 5),
-                reset_seconds=getattr(settings, "TOKENCACHE_BREAKER_RESET_SECONDS", 60.0),
-                listeners=[gauge_and_log(identity), recorder],
-            )
-            metrics.BREAKER_STATE.labels(process=identity.label).set(breaker.state.gauge_value)
-            recorder.register(breaker)
-            atexit.register(_forget_at_exit, recorder)
-            _default = TokenStore(
-                get_redis_connection("tokens"),
-                breaker=breaker,
-                max_value_bytes=getattr(settings, "TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024),
-                lock_seconds=getattr(settings, "TOKENCACHE_LOCK_SECONDS", 3.0),
-            )
-            _default_pid = pid
-        return _default
-
-
-def _forget_at_exit(recorder: DatabaseRecorder) -> None:
-    # A forked child inherits its parent's atexit hooks: only the process that
-    # registered may forget its own row.
-    if os.getpid() == recorder.identity.pid:
-        recorder.forget()
-
-
-def get_many(
-    tokenizer: Tokenizer,
-    texts: Sequence[str],
-    *,
-    ttl: int,
-    sliding: bool = False,
-    agent: str = "",
-    digests: Sequence[str] | None = None,
-) -> LookupBatch:
-    """`TokenStore.get_many` on the process-wide store."""
-    return default_store().get_many(tokenizer, texts, ttl=ttl, sliding=sliding, agent=agent, digests=digests)
-
-
-def invalidate_texts(tokenizer: Tokenizer, texts: Iterable[str]) -> int:
-    """`TokenStore.invalidate_texts` on the process-wide store."""
-    return default_store().invalidate_texts(tokenizer, texts)
-
-
-def invalidate_keys(keys: Iterable[bytes | str]) -> int:
-    """`TokenStore.invalidate_keys` on the process-wide store."""
-    return default_store().invalidate_keys(keys)
-
-
-def invalidate_tokenizer(tokenizer: Tokenizer) -> int:
-    """`TokenStore.invalidate_tokenizer` on the process-wide store."""
-    return default_store().invalidate_tokenizer(tokenizer)

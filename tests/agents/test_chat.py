@@ -23,10 +23,10 @@ from agents.errors import (
 )
 from agents.knowledge import upsert_document
 from agents.models import Agent, Conversation, KnowledgeDocument, Message
-from cachecore import store
 from cachecore.breaker import Breaker, State
 from cachecore.keys import text_digest, token_key
 from cachecore.store import TokenStore
+from cachecore.store import default as default_store
 from cachecore.tokenizers import get_tokenizer
 from tests.conftest import Demo
 from tests.redis_process import RedisProcess
@@ -388,11 +388,11 @@ def test_with_redis_down_the_turn_still_answers_and_records_the_bypass(
     breaker = Breaker(name="chat-test", fail_max=1, reset_seconds=60)
     timeout = 0.5
     monkeypatch.setattr(
-        store,
+        default_store,
         "_default",
         TokenStore.from_url(stalled.url(0), breaker=breaker, connect_timeout=timeout, read_timeout=timeout),
     )
-    monkeypatch.setattr(store, "_default_pid", os.getpid())
+    monkeypatch.setattr(default_store, "_default_pid", os.getpid())
     stalled.pause(60_000)
 
     opening = run_turn(user=alice, agent=demo.agents["support"], message=REDIS_QUESTION)  # times out, opens

@@ -14,7 +14,7 @@ from cachecore.breaker import Breaker, gauge_and_log
 from cachecore.models import BreakerProcess
 from cachecore.process import ProcessIdentity
 from cachecore.recorder import DatabaseRecorder
-from cachecore.store import _forget_at_exit
+from cachecore.store.default import _forget_at_exit
 
 
 @pytest.mark.django_db(transaction=True)
