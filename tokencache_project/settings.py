@@ -216,6 +216,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # A question whose web worker died mid-turn gets an `interrupted` error answer (agents/interrupted.py).
     "mark-interrupted-turns": {"task": "agents.mark_interrupted_turns", "schedule": 300.0},
+    # Every minute: the dashboards' per-minute rollups of the answer records (dashboards/rollup.py).
+    "rollup-cache-stats": {"task": "dashboards.rollup_cache_stats", "schedule": 60.0},
 }
 CELERY_TIMEZONE = "UTC"
 

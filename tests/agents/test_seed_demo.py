@@ -89,6 +89,14 @@ def test_the_support_login_may_use_support_and_documentation_only(demo: Demo) ->
     assert User.objects.get(username="admin").is_superuser
 
 
+def test_the_viewer_login_may_watch_the_dashboards_and_use_no_agent(demo: Demo) -> None:
+    viewer = User.objects.get(username="viewer")
+    assert viewer.check_password(PASSWORD)
+    assert not viewer.is_staff
+    assert list(viewer.groups.values_list("name", flat=True)) == ["viewers"]
+    assert not agents_for_user(viewer).exists()
+
+
 def test_an_edited_file_updates_its_document_and_chunks(demo: Demo, knowledge_dir: Path) -> None:
     _seed(knowledge_dir=knowledge_dir)
     document = demo.agents["support"].documents.get(source="support/redis-down")

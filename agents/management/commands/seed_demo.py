@@ -192,13 +192,17 @@ class Command(BaseCommand):
                 documents = _markdown_documents(knowledge_dir / demo.knowledge, demo.knowledge)
             self._seed_knowledge(agents[demo.slug], prefix=f"{demo.knowledge}/", documents=documents)
         shown = password if password == DEFAULT_DEMO_PASSWORD else f"(the password in {DEMO_PASSWORD_ENV})"
-        self.stdout.write(f"Demo logins: admin / {shown} (superuser), support / {shown} (support group)")
+        self.stdout.write(
+            f"Demo logins: admin / {shown} (superuser), support / {shown} (support group), "
+            f"viewer / {shown} (dashboards only)"
+        )
 
     def _seed_logins(self, password: str) -> None:
         user_model = get_user_model()
         for username, flags in (
             ("admin", {"is_staff": True, "is_superuser": True}),
             ("support", {"is_staff": False, "is_superuser": False}),
+            ("viewer", {"is_staff": False, "is_superuser": False}),
         ):
             user, created = user_model.objects.get_or_create(
                 username=username, defaults={"email": f"{username}@example.com", **flags}
@@ -208,6 +212,8 @@ class Command(BaseCommand):
                 user.set_password(password)
                 user.save()
         user_model.objects.get(username="support").groups.add(Group.objects.get_or_create(name="support")[0])
+        # The dashboards are for staff and this group (dashboards.access): the viewer watches, uses no agent.
+        user_model.objects.get(username="viewer").groups.add(Group.objects.get_or_create(name="viewers")[0])
 
     def _seed_agents(self) -> dict[str, Agent]:
         policies = {

@@ -1,0 +1,187 @@
+"""Live state: every process's breaker as recorded, and what Redis says right now.
+
+A breaker record is a process's own last word about its breaker. Records are written on a
+state change and when the process starts using the cache; until processes also write a
+heartbeat, a record unchanged for `STALE_AFTER` (45 s) is shown as stale: the state it
+holds is not confirmed, and an old "closed" is never shown as a plain "Closed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from cachecore.models import BreakerProcess
+from dashboards.figures import STALE_AFTER, breaker_state_label, format_duration
+
+
+@dataclass(frozen=True)
+class BreakerRow:
+    host: str
+    pid: int
+    role: str
+    state: str
+    consecutive_failures: int
+    last_change: datetime
+    last_seen: datetime  # the record's last write (no heartbeat field yet)
+    age: timedelta
+    stale: bool
+
+    @property
+    def label(self) -> str:
+        return breaker_state_label(self.state, stale=self.stale)
+
+    @property
+    def age_label(self) -> str:
+        return f"{format_duration(self.age.total_seconds())} ago"
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.stale or self.state != BreakerProcess.State.CLOSED
+
+    @property
+    def css(self) -> str:
+        return "stale" if self.stale else self.state
+
+
+def breaker_rows(*, now: datetime | None = None) -> list[BreakerRow]:
+    now = now or timezone.now()
+    rows = []
+    for record in BreakerProcess.objects.order_by("host", "pid")[:500]:
+        seen = getattr(record, "last_seen", None) or record.last_change
+        age = max(now - seen, timedelta(0))
+        rows.append(
+            BreakerRow(
+                host=record.host,
+                pid=record.pid,
+                role=record.role,
+                state=record.state,
+                consecutive_failures=record.consecutive_failures,
+                last_change=record.last_change,
+                last_seen=seen,
+                age=age,
+                stale=age > STALE_AFTER,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class BreakerSummary:
+    total: int
+    open: int
+    half_open: int
+    stale: int
+
+    @property
+    def alarming(self) -> bool:
+        return bool(self.open or self.half_open or self.stale)
+
+    @property
+    def text(self) -> str:
+        if not self.total:
+            return "no process has recorded its breaker"
+        parts = [f"{self.total} process{'es' if self.total != 1 else ''}"]
+        if self.open:
+            parts.append(f"{self.open} open")
+        if self.half_open:
+            parts.append(f"{self.half_open} half-open")
+        if self.stale:
+            parts.append(f"{self.stale} stale record{'s' if self.stale != 1 else ''}")
+        if not (self.open or self.half_open or self.stale):
+            parts.append("all closed")
+        return ", ".join(parts)
+
+
+def breaker_summary(rows: list[BreakerRow] | None = None) -> BreakerSummary:
+    rows = breaker_rows() if rows is None else rows
+    return BreakerSummary(
+        total=len(rows),
+        open=sum(1 for r in rows if r.state == BreakerProcess.State.OPEN),
+        half_open=sum(1 for r in rows if r.state == BreakerProcess.State.HALF_OPEN),
+        stale=sum(1 for r in rows if r.stale),
+    )
+
+
+@dataclass(frozen=True)
+class RedisState:
+    answers: bool
+    error: str
+    used_memory: int | None = None
+    maxmemory: int | None = None
+    policy: str = ""
+    evicted_keys: int | None = None
+    keys: int | None = None
+    connected_clients: int | None = None
+    checked_at: datetime | None = None
+
+    @property
+    def memory_fraction(self) -> float | None:
+        if self.used_memory is None or not self.maxmemory:
+            return None
+        return self.used_memory / self.maxmemory
+
+
+def redis_state(*, timeout: float = 0.5) -> RedisState:
+    """Ask the token cache's Redis right now, with a short timeout, outside the breaker.
+
+    The breaker says what this process last saw; this says whether Redis answers now, so
+    a page never says "unavailable" about a Redis that is back.
+    """
+    import redis
+    from django_redis import get_redis_connection
+
+    checked_at = timezone.now()
+    try:
+        pool = get_redis_connection("tokens").connection_pool
+        options = {**pool.connection_kwargs, "socket_connect_timeout": timeout, "socket_timeout": timeout}
+        client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
+    except Exception as exc:  # misconfigured CACHES
+        return RedisState(answers=False, error=str(exc), checked_at=checked_at)
+    try:
+        memory: dict[str, Any] = client.info("memory")
+        stats: dict[str, Any] = client.info("stats")
+        clients: dict[str, Any] = client.info("clients")
+        keys = int(client.dbsize())
+        try:
+            config = client.config_get("maxmemory*")
+        except redis.ResponseError:  # CONFIG refused (a managed Redis, an ACL): INFO still says the memory
+            config = {"maxmemory": memory.get("maxmemory", 0), "maxmemory-policy": memory.get("maxmemory_policy", "")}
+    except redis.RedisError as exc:
+        return RedisState(answers=False, error=str(exc) or type(exc).__name__, checked_at=checked_at)
+    finally:
+        client.close()
+    return RedisState(
+        answers=True,
+        error="",
+        used_memory=int(memory.get("used_memory", 0)),
+        maxmemory=int(config.get("maxmemory", 0) or 0),
+        policy=str(config.get("maxmemory-policy", "")),
+        evicted_keys=int(stats.get("evicted_keys", 0)),
+        keys=keys,
+        connected_clients=int(clients.get("connected_clients", 0)),
+        checked_at=checked_at,
+    )
+
+
+def stored_usage(state: RedisState) -> Any:
+    """Entries, bytes and tokens held in Redis now (`cachecore.store.Usage`), read outside this
+    process's breaker; None when Redis does not answer."""
+    if not state.answers:
+        return None
+    import redis
+    from django_redis import get_redis_connection
+
+    from cachecore.breaker import Breaker
+    from cachecore.store import TokenStore
+
+    pool = get_redis_connection("tokens").connection_pool
+    options = {**pool.connection_kwargs, "socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
+    try:
+        return TokenStore(client, breaker=Breaker(name="dashboards-usage", fail_max=1)).usage()
+    finally:
+        client.close()
