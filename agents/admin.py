@@ -13,67 +13,165 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db import models
-from django.db.models import Count, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from agents.knowledge import delete_document, save_document
 from agents.models import Agent, ApiToken, Chunk, Conversation, KnowledgeDocument, Message, TTLPolicy
-from agents.selectors import RECENT_DAYS, with_recent_cache_figures
 from agents.tokens import create_api_token, revoke_api_token
+from dashboards.admin_figures import (
+    DAY_LABEL,
+    WEEK_LABEL,
+    policy_summary,
+    policy_tuning_context,
+    rolled_up_hit_rate,
+)
+from dashboards.figures import format_count, format_duration, format_ms, format_percent
+from dashboards.live import breaker_summary
+from dashboards.queries import agent_summaries
 
 
-class RecentCacheFigures:
-    """Hit rate and turns of the last days, read from the answers' durable records.
+class CacheFigures:
+    """Each row's cache figures over the last 24 h, read from the dashboards' rollups.
 
-    The figures an admin tunes a TTL by: the hit rate counts hits against misses only,
-    since a lookup bypassed while Redis was down says nothing about the TTL.
+    The hit rate is `dashboards.figures`' (bypassed and corrupt lookups beside it, not in
+    it), over the window the dashboards call "last 24 h", so the admin and the dashboards
+    show the same numbers. Figures are attached to the listed rows after pagination: one
+    read of the rollups per page, not one subquery per row.
     """
 
-    @admin.display(description=f"hit rate ({RECENT_DAYS} days)")
-    def recent_hit_rate(self, obj: Any) -> str:
-        lookups = obj.recent_hits + obj.recent_misses
-        return f"{obj.recent_hits / lookups:.0%} of {lookups}" if lookups else "—"
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)  # type: ignore[misc]
+        changelist.result_list = list(changelist.result_list)
+        figures = self.cache_figures([obj.pk for obj in changelist.result_list])  # type: ignore[attr-defined]
+        for obj in changelist.result_list:
+            obj.figures = figures.get(obj.pk)
+        return changelist
 
-    @admin.display(description=f"turns ({RECENT_DAYS} days)", ordering="recent_turns")
-    def turns(self, obj: Any) -> int:
-        return int(obj.recent_turns)
+    @admin.display(description=f"hit rate, {DAY_LABEL}", ordering="hit_rate_rolled_up")
+    def hit_rate(self, obj: Any) -> str:
+        figures = getattr(obj, "figures", None)
+        return format_percent(figures.hit_rate) if figures else "—"
+
+    @admin.display(description=f"lookups, {DAY_LABEL}")
+    def lookups(self, obj: Any) -> str:
+        figures = getattr(obj, "figures", None)
+        if not figures or not figures.lookups:
+            return "—"
+        aside = f" ({format_count(figures.bypassed)} bypassed)" if figures.bypassed else ""
+        return f"{format_count(figures.lookups)}{aside}"
+
+    @admin.display(description=f"tokens from cache, {DAY_LABEL}")
+    def tokens_from_cache(self, obj: Any) -> str:
+        figures = getattr(obj, "figures", None)
+        return format_count(figures.tokens_from_cache) if figures else "—"
+
+
+# Labels and help of the TTL policy form: "TTL", not Django's "Ttl seconds".
+POLICY_LABELS = {
+    "ttl_seconds": "TTL (seconds)",
+    "min_ttl_seconds": "Minimum TTL (seconds)",
+    "max_ttl_seconds": "Maximum TTL (seconds)",
+    "auto_apply": "Let the tuner apply its recommendations",
+}
+POLICY_HELP = {
+    "ttl_seconds": "How long a chunk's tokens stay in Redis after they are written, e.g. 3600 = 1 h.",
+    "auto_apply": (
+        "When on, the automatic TTL tuner (a Celery task) may set the TTL itself, only between the minimum and "
+        "the maximum above, and each change is recorded and marked on the dashboards' hit-rate charts. "
+        "When off, its recommendations are only shown on this page. The tuner is not running in this version "
+        "yet: today this switch changes nothing."
+    ),
+}
+
+
+class TTLPolicyForm(forms.ModelForm):
+    class Meta:
+        model = TTLPolicy
+        fields = [
+            "name",
+            "ttl_seconds",
+            "expiry_mode",
+            "rationale",
+            "tuning_guidance",
+            "min_ttl_seconds",
+            "max_ttl_seconds",
+            "auto_apply",
+        ]
+        labels = POLICY_LABELS
+        help_texts = POLICY_HELP
 
 
 @admin.register(TTLPolicy)
-class TTLPolicyAdmin(RecentCacheFigures, admin.ModelAdmin):
-    list_display = ["name", "ttl_seconds", "expiry_mode", "agents_using", "recent_hit_rate", "turns", "auto_apply"]
+class TTLPolicyAdmin(CacheFigures, admin.ModelAdmin):
+    form = TTLPolicyForm
+    list_display = ["name", "ttl", "expiry_mode", "agents_using", "hit_rate", "hit_rate_week", "lookups", "tuning"]
     fieldsets = [
         (None, {"fields": ["name", "ttl_seconds", "expiry_mode"]}),
         ("Why", {"fields": ["rationale", "tuning_guidance"]}),
         ("Automatic tuning", {"fields": ["min_ttl_seconds", "max_ttl_seconds", "auto_apply"]}),
     ]
+    change_form_template = "admin/agents/ttlpolicy/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TTLPolicy]:
         policies = super().get_queryset(request).prefetch_related("agents")
-        return with_recent_cache_figures(policies, agent_field="ttl_policy")
+        return policies.annotate(hit_rate_rolled_up=rolled_up_hit_rate("pk", by="ttl_policy"))
+
+    def cache_figures(self, pks: list[int]) -> dict[int, Any]:
+        return {pk: policy_summary(pk, "day") for pk in pks}
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        for policy in changelist.result_list:
+            policy.figures_week = policy_summary(policy.pk, "week")
+        return changelist
+
+    @admin.display(description="TTL", ordering="ttl_seconds")
+    def ttl(self, policy: TTLPolicy) -> str:
+        return format_duration(policy.ttl_seconds)
+
+    @admin.display(description=f"hit rate, {WEEK_LABEL}")
+    def hit_rate_week(self, policy: Any) -> str:
+        figures = getattr(policy, "figures_week", None)
+        return format_percent(figures.hit_rate) if figures else "—"
+
+    @admin.display(description="automatic tuning")
+    def tuning(self, policy: TTLPolicy) -> str:
+        bounds = f"{format_duration(policy.min_ttl_seconds)} to {format_duration(policy.max_ttl_seconds)}"
+        return f"on, {bounds} (tuner not running yet)" if policy.auto_apply else f"off ({bounds})"
 
     @admin.display(description="agents using it")
     def agents_using(self, policy: TTLPolicy) -> str:
         return ", ".join(agent.slug for agent in policy.agents.all()) or "—"
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        policy = self.get_object(request, object_id)
+        if policy is not None:
+            extra_context = {**(extra_context or {}), **policy_tuning_context(policy)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
 
 @admin.register(Agent)
-class AgentAdmin(RecentCacheFigures, admin.ModelAdmin):
+class AgentAdmin(CacheFigures, admin.ModelAdmin):
     list_display = [
         "slug",
         "name",
-        "backend_kind",
-        "tokenizer_spec",
+        "backend",
         "ttl_policy",
         "documents",
-        "recent_hit_rate",
-        "turns",
+        "hit_rate",
+        "lookups",
+        "tokens_from_cache",
         "enabled",
     ]
     list_filter = ["enabled", "backend_kind", "ttl_policy"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["allowed_groups"]
+    change_list_template = "admin/agents/agent/change_list.html"
     # Model servers usually sit on a private network over plain http; never guess https.
     formfield_overrides = {models.URLField: {"assume_scheme": "http"}}
     fieldsets = [
@@ -112,8 +210,31 @@ class AgentAdmin(RecentCacheFigures, admin.ModelAdmin):
         return readonly if request.user.is_superuser else readonly + self.SUPERUSER_FIELDS
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
-        agents = super().get_queryset(request).select_related("ttl_policy").annotate(document_count=Count("documents"))
-        return with_recent_cache_figures(agents, agent_field="")
+        # Both figures are subqueries: a join on documents would multiply every other sum by
+        # the number of documents (issue 12: 97 s for this page at 74,000 messages).
+        documents = (
+            KnowledgeDocument.objects.filter(agent=OuterRef("pk"))
+            .order_by()
+            .values("agent")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        agents = super().get_queryset(request).select_related("ttl_policy")
+        return agents.annotate(
+            document_count=Coalesce(Subquery(documents, output_field=IntegerField()), 0),
+            hit_rate_rolled_up=rolled_up_hit_rate("pk", by="agent"),
+        )
+
+    def cache_figures(self, pks: list[int]) -> dict[int, Any]:
+        return agent_summaries("day")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        extra_context = {**(extra_context or {}), "breakers": breaker_summary(), "figures_window": DAY_LABEL}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    @admin.display(description="backend", ordering="backend_kind")
+    def backend(self, agent: Agent) -> str:
+        return agent.backend_kind if not agent.backend_model else f"{agent.backend_kind}: {agent.backend_model}"
 
     @admin.display(description="documents", ordering="document_count")
     def documents(self, agent: Agent) -> int:
@@ -179,7 +300,8 @@ class MessageInline(admin.TabularInline):
         "error",
         "cache_hits",
         "cache_misses",
-        "total_ms",
+        "total_time",
+        "feedback",
         "created",
     )
     extra = 0
@@ -187,6 +309,10 @@ class MessageInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="total")
+    def total_time(self, message: Message) -> str:
+        return format_ms(message.total_ms)
 
 
 class ReadMostlyAdmin(admin.ModelAdmin):
@@ -208,8 +334,18 @@ class ConversationAdmin(ReadMostlyAdmin):
     inlines = [MessageInline]
 
 
+def _ms(field: str, label: str) -> Any:
+    @admin.display(description=label, ordering=field)
+    def shown(self: Any, message: Message) -> str:
+        return format_ms(getattr(message, field))
+
+    return shown
+
+
 @admin.register(Message)
 class MessageAdmin(ReadMostlyAdmin):
+    """Each message as recorded: its feedback, cache record and timings, read-only."""
+
     list_display = [
         "id",
         "conversation",
@@ -220,14 +356,59 @@ class MessageAdmin(ReadMostlyAdmin):
         "cache_misses",
         "cache_bypassed",
         "tokens_from_cache",
-        "lookup_ms",
-        "total_ms",
-        "backend",
+        "lookup",
+        "total",
+        "feedback_shown",
         "created",
     ]
-    list_filter = ["role", "status", "error_code", "backend", "conversation__agent"]
+    list_filter = ["role", "status", "error_code", "feedback", "backend", "conversation__agent"]
     list_select_related = ["conversation"]
     search_fields = ["content", "error"]
+    readonly_fields = [
+        "retrieval",
+        "lookup",
+        "generation",
+        "total",
+        "feedback_shown",
+        "chunk_outcomes_shown",
+    ]
+    fieldsets = [
+        (None, {"fields": ["conversation", "role", "status", "error_code", "error", "content", "created", "backend"]}),
+        ("Feedback", {"fields": ["feedback_shown", "feedback_comment", "feedback_at"]}),
+        (
+            "Cache record",
+            {
+                "fields": [
+                    "cache_hits",
+                    "cache_misses",
+                    "cache_bypassed",
+                    "tokens_from_cache",
+                    "tokens_tokenized",
+                    "context_tokens",
+                    "chunk_outcomes_shown",
+                ]
+            },
+        ),
+        ("Timings", {"fields": ["retrieval", "lookup", "generation", "total"]}),
+        (
+            "Prompt",
+            {"fields": ["prompt_tokens", "completion_tokens", "prompt_fingerprint", "prompt_ids_echoed", "citations"]},
+        ),
+    ]
+
+    retrieval = _ms("retrieval_ms", "retrieval")
+    lookup = _ms("lookup_ms", "token lookup")
+    generation = _ms("generation_ms", "generation")
+    total = _ms("total_ms", "total")
+
+    @admin.display(description="feedback", ordering="feedback")
+    def feedback_shown(self, message: Message) -> str:
+        return {1: "👍 helpful", -1: "👎 not helpful"}.get(message.feedback, "—")  # type: ignore[arg-type]
+
+    @admin.display(description="chunk outcomes")
+    def chunk_outcomes_shown(self, message: Message) -> str:
+        outcomes = [o for o in message.chunk_outcomes or [] if isinstance(o, dict)]
+        return ", ".join(f"chunk {o.get('chunk_id')}: {o.get('outcome')}" for o in outcomes) or "—"
 
 
 class ApiTokenCreationForm(forms.ModelForm):

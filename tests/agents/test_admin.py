@@ -80,7 +80,7 @@ def test_deleting_documents_in_the_admin_removes_them_from_search(demo: Demo, ad
 
 def test_the_ttl_policy_list_shows_ttl_mode_and_the_agents_using_it(demo: Demo, admin_client: Client) -> None:
     page = admin_client.get("/admin/agents/ttlpolicy/").content.decode()
-    assert "business generation" in page and "7200" in page and "sliding" in page
+    assert "business generation" in page and '<td class="field-ttl">2 h</td>' in page and "sliding" in page
     assert '<td class="field-agents_using">documentation</td>' in page
     assert '<td class="field-agents_using">support</td>' in page
 
