@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start the whole system: Redis (our config), web server, Celery worker and beat.
-# Ctrl-C stops everything this script started; a Redis that was already running is left alone.
+# A process of deploy/Procfile that exits or dies is restarted (scripts/supervise.py) while the
+# others keep serving. Ctrl-C stops everything this script started; a Redis that was already
+# running is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +18,8 @@ trap stop_redis EXIT
 if redis-cli -p "$port" ping >/dev/null 2>&1; then
     echo "Reusing the Redis already answering on 127.0.0.1:$port"
 else
-    # Daemonized rather than under honcho, so that stopping Redis by hand degrades
-    # the site (as it would in production) instead of taking every process down.
+    # Daemonized rather than supervised: Redis stopped by hand stays down, and the site
+    # degrades (as it would in production) instead of the supervisor restarting it.
     redis-server deploy/redis.conf --daemonize yes --pidfile "$PWD/var/redis.pid" --logfile "$PWD/var/redis.log"
     started_redis=1
     for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -40,4 +42,4 @@ cat <<MSG
   Stop everything with Ctrl-C.
 
 MSG
-.venv/bin/honcho start --procfile deploy/Procfile --app-root . 2>&1 || true
+.venv/bin/python scripts/supervise.py deploy/Procfile || true
