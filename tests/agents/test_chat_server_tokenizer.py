@@ -20,10 +20,9 @@ from agents.chat import run_turn
 from agents.errors import ModelUnavailable
 from agents.models import Agent, Chunk, Conversation, Message
 from agents.prompt import prompt_fingerprint
-from cachecore import tokenizers
 from cachecore.keys import LOCKS_PREFIX
 from cachecore.store import LookupBatch
-from cachecore.tokenizers import get_tokenizer
+from cachecore.tokenizers import get_tokenizer, registry
 from tests.conftest import Demo
 from tests.redis_process import RedisProcess
 from tests.support.fake_model_server import FakeModelServer
@@ -162,7 +161,7 @@ def test_asking_again_serves_every_chunk_from_the_cache_without_the_server_token
 def test_a_model_server_down_before_its_tokenizer_loads_fails_the_turn_as_model_unavailable(
     served: Agent, alice: User, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tokenizers, "SLOW_FAILURE_SECONDS", 60.0)  # a stalled machine must not make it "slow"
+    monkeypatch.setattr(registry, "SLOW_FAILURE_SECONDS", 60.0)  # a stalled machine must not make it "slow"
     model_server.stop()
 
     with pytest.raises(ModelUnavailable) as raised:

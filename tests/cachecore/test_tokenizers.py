@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cachecore import tokenizers
 from cachecore.exceptions import CacheCoreError, TokenizerUnavailable
-from cachecore.tokenizers import Tokenizer, get_tokenizer
+from cachecore.tokenizers import ServerTokenizer, Tokenizer, get_tokenizer, registry
 from tests.support.fake_model_server import FakeModelServer
 
 SAMPLE = "Résumé: naïve café, 東京 and 12,345 tokens. <|endoftext|> stays text."
@@ -71,8 +70,8 @@ def test_unknown_or_broken_specs_raise_tokenizer_unavailable(spec: str) -> None:
 def test_a_tokenizer_is_loaded_once_even_when_threads_race(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = build_hf_tokenizer_file(tmp_path)
     loads: list[str] = []
-    real_load = tokenizers._load
-    monkeypatch.setattr(tokenizers, "_load", lambda spec: loads.append(spec) or real_load(spec))
+    real_load = registry._load
+    monkeypatch.setattr(registry, "_load", lambda spec: loads.append(spec) or real_load(spec))
     results: list[Tokenizer] = []
     threads = [threading.Thread(target=lambda: results.append(get_tokenizer(f"hf:{path}"))) for _ in range(8)]
     for thread in threads:
@@ -98,7 +97,7 @@ def test_hf_tokenizer_round_trips_and_its_fingerprint_follows_the_file_content(t
 
 
 def test_server_tokenizer_uses_vllm_tokenize_and_detokenize(model_server: FakeModelServer, cl100k: Tokenizer) -> None:
-    remote = tokenizers.ServerTokenizer(model_server.base_url)
+    remote = ServerTokenizer(model_server.base_url)
     ids = remote.encode(SAMPLE)
     assert np.array_equal(ids, cl100k.encode(SAMPLE))
     assert remote.decode(ids) == SAMPLE
@@ -113,21 +112,21 @@ def test_server_tokenizer_asks_the_server_not_to_add_special_tokens(
     model_server: FakeModelServer, cl100k: Tokenizer
 ) -> None:
     model_server.knobs.bos_token_id = 100257  # a model whose tokenizer prepends a BOS by default
-    remote = tokenizers.ServerTokenizer(model_server.base_url)
+    remote = ServerTokenizer(model_server.base_url)
     assert np.array_equal(remote.encode(SAMPLE), cl100k.encode(SAMPLE))
 
 
 def test_server_fingerprint_changes_with_the_served_model(model_server: FakeModelServer) -> None:
-    before = tokenizers.ServerTokenizer(model_server.base_url).fingerprint
+    before = ServerTokenizer(model_server.base_url).fingerprint
     model_server.model = "another-model"
-    assert tokenizers.ServerTokenizer(model_server.base_url).fingerprint != before
+    assert ServerTokenizer(model_server.base_url).fingerprint != before
 
 
 def test_unreachable_tokenizer_server_is_unavailable_not_a_traceback() -> None:
     from tests.redis_process import free_port
 
     with pytest.raises(TokenizerUnavailable, match="did not answer"):
-        tokenizers.ServerTokenizer(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+        ServerTokenizer(f"http://127.0.0.1:{free_port()}", timeout=1.0)
 
 
 def test_a_server_tokenizer_is_trusted_between_refreshes_without_asking_the_server(
@@ -143,7 +142,7 @@ def test_a_server_tokenizer_is_trusted_between_refreshes_without_asking_the_serv
 def test_another_model_behind_the_same_url_gets_a_new_fingerprint_at_the_next_refresh(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tokenizers, "SERVER_REFRESH_SECONDS", 0.0)  # every call is past the interval
+    monkeypatch.setattr(registry, "SERVER_REFRESH_SECONDS", 0.0)  # every call is past the interval
     spec = "server:" + model_server.base_url
     first = get_tokenizer(spec)
     probes = len(model_server.requests_to("/v1/models"))
@@ -153,14 +152,14 @@ def test_another_model_behind_the_same_url_gets_a_new_fingerprint_at_the_next_re
     model_server.model = "another-model"
     replaced = get_tokenizer(spec)
     assert replaced is not first and replaced.fingerprint != first.fingerprint
-    assert replaced.fingerprint == tokenizers.ServerTokenizer(model_server.base_url).fingerprint
+    assert replaced.fingerprint == ServerTokenizer(model_server.base_url).fingerprint
     assert get_tokenizer(spec) is replaced
 
 
 def test_a_refresh_that_cannot_reach_the_server_keeps_the_tokenizer(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tokenizers, "SERVER_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(registry, "SERVER_REFRESH_SECONDS", 0.0)
     spec = "server:" + model_server.base_url
     first = get_tokenizer(spec)
     model_server.knobs.error_status = 503
@@ -170,8 +169,8 @@ def test_a_refresh_that_cannot_reach_the_server_keeps_the_tokenizer(
 def test_a_slow_failed_load_is_remembered_briefly_so_turns_fail_at_once(
     model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tokenizers, "SLOW_FAILURE_SECONDS", 0.2)
-    monkeypatch.setattr(tokenizers, "FAILED_LOAD_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(registry, "SLOW_FAILURE_SECONDS", 0.2)
+    monkeypatch.setattr(registry, "FAILED_LOAD_RETRY_SECONDS", 0.5)
     model_server.knobs.hang_seconds = 0.3  # a server that takes its time, then fails
     model_server.knobs.error_status = 503
     spec = "server:" + model_server.base_url
@@ -190,7 +189,7 @@ def test_a_slow_failed_load_is_remembered_briefly_so_turns_fail_at_once(
 
 
 def test_a_fast_failed_load_is_tried_again_on_the_next_call(model_server: FakeModelServer, monkeypatch) -> None:
-    monkeypatch.setattr(tokenizers, "SLOW_FAILURE_SECONDS", 60.0)  # a stalled machine must not make it "slow"
+    monkeypatch.setattr(registry, "SLOW_FAILURE_SECONDS", 60.0)  # a stalled machine must not make it "slow"
     spec = "server:" + model_server.base_url
     model_server.knobs.error_status = 503
     with pytest.raises(TokenizerUnavailable):
@@ -205,14 +204,14 @@ def test_a_hanging_server_load_holds_up_only_its_own_spec(
     hanging = "server:" + model_server.base_url
     model_server.knobs.hang_seconds = 30.0  # released by stop()
     loading_hanging = threading.Event()
-    real_load = tokenizers._load
+    real_load = registry._load
 
     def load(spec: str) -> Tokenizer:
         if spec == hanging:
             loading_hanging.set()
         return real_load(spec)
 
-    monkeypatch.setattr(tokenizers, "_load", load)
+    monkeypatch.setattr(registry, "_load", load)
     with ThreadPoolExecutor(max_workers=2) as pool:
         stuck = pool.submit(get_tokenizer, hanging)
         assert loading_hanging.wait(timeout=5)
