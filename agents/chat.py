@@ -222,8 +222,18 @@ def _answer(
     retrieved = search_chunks(agent=agent, query=user_message.content, limit=agent.top_k)
     retrieval_ms = _ms_since(retrieval_started)
 
+    # Each chunk's stored content_hash is text_digest(chunk.text): agents.knowledge computes it from
+    # the same string when it writes the chunk, its only writer, and a document edit rewrites both.
+    # The cache key is therefore the one hashing r.text would give, without a sha256 per chunk per turn.
+    # (A raw UPDATE of Chunk.text outside agents.knowledge must set content_hash too, or turns
+    # would read the old text's tokens: the full-text index follows such writes, the key does not.)
     batch = get_many(
-        tokenizer, [r.text for r in retrieved], ttl=policy.ttl_seconds, sliding=policy.sliding, agent=agent.slug
+        tokenizer,
+        [r.text for r in retrieved],
+        ttl=policy.ttl_seconds,
+        sliding=policy.sliding,
+        agent=agent.slug,
+        digests=[r.content_hash for r in retrieved],
     )
     chunks = [
         ContextChunk(

@@ -35,7 +35,7 @@ TITLE_WEIGHT = 4.0
 _WORD = re.compile(r"\w+")
 
 _SQLITE_QUERY = """
-    SELECT c.id, c.document_id, d.title, d.source, c.text, bm25(agents_chunk_fts, %s, 1.0) AS rank
+    SELECT c.id, c.document_id, d.title, d.source, c.text, c.content_hash, bm25(agents_chunk_fts, %s, 1.0) AS rank
     FROM agents_chunk_fts
     JOIN agents_chunk c ON c.id = agents_chunk_fts.rowid
     JOIN agents_knowledgedocument d ON d.id = c.document_id
@@ -108,7 +108,7 @@ _POSTGRES_QUERY = """
         FROM hits h JOIN weights w ON w.item = h.item JOIN chunks ch ON ch.id = h.chunk_id, stats s
         GROUP BY h.chunk_id
     )
-    SELECT c.id, c.document_id, d.title, d.source, c.text, -sc.score AS rank
+    SELECT c.id, c.document_id, d.title, d.source, c.text, c.content_hash, -sc.score AS rank
     FROM scores sc
     JOIN agents_chunk c ON c.id = sc.chunk_id
     JOIN agents_knowledgedocument d ON d.id = c.document_id
@@ -124,6 +124,7 @@ class RetrievedChunk:
     title: str
     source: str
     text: str
+    content_hash: str  # text_digest(text), stored with the chunk: the token cache's key digest
     score: float  # higher is better; comparable only within one search
 
 
@@ -176,7 +177,13 @@ def search_chunks(*, agent: Agent, query: str, limit: int) -> list[RetrievedChun
         rows = cursor.fetchall()
     return [
         RetrievedChunk(
-            chunk_id=chunk_id, document_id=document_id, title=title, source=source, text=text, score=-float(rank)
+            chunk_id=chunk_id,
+            document_id=document_id,
+            title=title,
+            source=source,
+            text=text,
+            content_hash=content_hash,
+            score=-float(rank),
         )
-        for chunk_id, document_id, title, source, text, rank in rows
+        for chunk_id, document_id, title, source, text, content_hash, rank in rows
     ]

@@ -10,6 +10,7 @@ from django.db.models.functions import Concat
 from agents.knowledge import delete_document, save_document, upsert_document
 from agents.models import Agent, Chunk, KnowledgeDocument
 from agents.retrieval import search_chunks
+from cachecore.keys import text_digest
 from tests.conftest import Demo
 
 RECALL_K = 4
@@ -132,3 +133,9 @@ def test_results_are_ranked_best_first(demo: Demo) -> None:
     scores = [r.score for r in results]
     assert scores == sorted(scores, reverse=True)
     assert results[0].source == "pydoc/yield"
+
+
+def test_each_result_carries_the_digest_of_its_own_text_for_the_token_cache(demo: Demo) -> None:
+    # The chat turn passes these to get_many as the cache keys' digests instead of hashing the texts.
+    results = search_chunks(agent=demo.agents["support"], query="redis down breaker", limit=8)
+    assert results and all(r.content_hash == text_digest(r.text) for r in results)
