@@ -15,6 +15,7 @@ from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 from django.utils.text import capfirst
 
+from agents.durations import format_duration
 from agents.validators import API_KEY_ENV_PREFIX, api_key_env_refusal, server_root_refusal
 from cachecore.exceptions import TokenizerUnavailable
 from cachecore.tokenizers import get_tokenizer
@@ -37,6 +38,8 @@ class TTLPolicy(models.Model):
     min_ttl_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
     max_ttl_seconds = models.PositiveIntegerField(default=86400, validators=[MinValueValidator(1)])
     auto_apply = models.BooleanField(default=False)
+    # However often the tuner runs, it changes this policy's TTL at most once per interval.
+    tuning_interval_seconds = models.PositiveIntegerField(default=86400, validators=[MinValueValidator(3600)])
 
     class Meta:
         verbose_name = "TTL policy"
@@ -80,14 +83,7 @@ class TTLPolicy(models.Model):
 
     def describe(self) -> str:
         """A human reading of the TTL, e.g. "1 h, fixed", for lists and logs."""
-        seconds = self.ttl_seconds
-        if seconds % 3600 == 0:
-            amount = f"{seconds // 3600} h"
-        elif seconds % 60 == 0:
-            amount = f"{seconds // 60} min"
-        else:
-            amount = f"{seconds} s"
-        return f"{amount}, {self.expiry_mode}"
+        return f"{format_duration(self.ttl_seconds)}, {self.expiry_mode}"
 
 
 def _default_tokenizer() -> str:
@@ -310,3 +306,111 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class TTLRecommendation(models.Model):
+    """What the tuner (agents/tuner.py) would set a policy's TTL to, with the evidence it read."""
+
+    policy = models.ForeignKey(TTLPolicy, on_delete=models.CASCADE, related_name="recommendations")
+    created = models.DateTimeField(auto_now_add=True)
+    window_seconds = models.PositiveIntegerField()
+    answers = models.PositiveIntegerField()
+    lookups = models.PositiveIntegerField()
+    hits = models.PositiveIntegerField()
+    misses = models.PositiveIntegerField()
+    reuses = models.PositiveIntegerField()
+    reuse_p50_seconds = models.FloatField(null=True)
+    reuse_p90_seconds = models.FloatField(null=True)
+    reuse_p99_seconds = models.FloatField(null=True)
+    # The reuse interval that `target_share` of reuses came within: the TTL before clamping.
+    reuse_target_seconds = models.FloatField(null=True)
+    target_share = models.FloatField(help_text="Share of reuses the recommended TTL would have served.")
+    current_ttl_seconds = models.PositiveIntegerField()
+    recommended_ttl_seconds = models.PositiveIntegerField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+    applied_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["policy", "-created"])]
+
+    def __str__(self) -> str:
+        current, recommended = format_duration(self.current_ttl_seconds), format_duration(self.recommended_ttl_seconds)
+        verdict = f"keep {current}" if current == recommended else f"{current} → {recommended}"
+        lookups = self.hits + self.misses
+        hit_rate = f"hit rate {self.hits / lookups:.0%} of {lookups} lookups" if lookups else "no lookups"
+        evidence = (
+            f"{self.reuses} chunk reuses, {self.target_share:.0%} within {format_duration(self.reuse_target_seconds)}"
+            if self.reuses
+            else "no chunk was reused"
+        )
+        applied = f"; applied by {self.applied_by}" if self.applied_at else ""
+        return f"{verdict} ({evidence}; {hit_rate}; last {format_duration(self.window_seconds)}){applied}"
+
+
+class TTLPolicyChange(models.Model):
+    """One change of a TTL policy's settings, who made it and why: the policy's history."""
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", "an administrator"
+        TUNER = "tuner", "the automatic tuner"
+
+    policy = models.ForeignKey(TTLPolicy, on_delete=models.CASCADE, related_name="changes")
+    at = models.DateTimeField(db_index=True)
+    field = models.CharField(max_length=40)
+    old = models.CharField(max_length=100)
+    new = models.CharField(max_length=100)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    by = models.CharField(max_length=150, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old} → {self.new} by {self.get_source_display()}"
+
+
+class WarmingRun(models.Model):
+    """One pass that writes chunks' token IDs into the cache before anyone asks (agents/warming.py)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        SKIPPED = "skipped", "skipped (another run for this agent holds the lock)"
+        FAILED = "failed", "failed"
+
+    class Reason(models.TextChoices):
+        ADMIN = "admin", "an administrator asked"
+        API = "api", "the API was asked"
+        COMMAND = "command", "manage.py warm_cache"
+        COLD_START = "cold-start", "the cache came back empty"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, null=True, blank=True, related_name="warming_runs")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    requested = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    total_chunks = models.PositiveIntegerField(default=0)
+    done_chunks = models.PositiveIntegerField(default=0)
+    already_cached = models.PositiveIntegerField(default=0)
+    tokens_written = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.agent or 'all agents'}: {self.progress}"
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens_written / self.seconds if self.seconds else None
+
+    @property
+    def progress(self) -> str:
+        rate = f", {self.tokens_per_second:,.0f} tokens/s" if self.tokens_per_second else ""
+        return f"{self.get_status_display()}: {self.done_chunks}/{self.total_chunks} chunks{rate}"
