@@ -7,7 +7,8 @@ agents migrations), so no write path can forget it.
 
 Chunk token IDs are cached under the hash of the chunk's text, so an edited chunk
 simply has a new key: nothing here needs to invalidate the token cache for
-correctness.
+correctness. Once a write commits, a Celery task warms the new chunks and frees the
+entries of the removed ones (agents/tasks.py); a broker that is down never fails a write.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from django.db import transaction
 
 from agents.models import Agent, Chunk, KnowledgeDocument
+from agents.queueing import after_commit
 from cachecore.keys import text_digest
 from cachecore.tokenizers import Tokenizer, get_tokenizer
 
@@ -124,9 +126,17 @@ def chunk_text(text: str, *, tokenizer: Tokenizer, target_tokens: int = TARGET_C
 
 @transaction.atomic
 def save_document(*, document: KnowledgeDocument) -> KnowledgeDocument:
-    """Save a new or edited document and rebuild its chunks, all or nothing."""
+    """Save a new or edited document and rebuild its chunks, all or nothing.
+
+    Once committed, a task warms the new chunks (the first question after an edit is a hit)
+    and frees the entries of the chunks the edit removed.
+    """
+    from agents import tasks
+
+    old = set(document.chunks.values_list("content_hash", flat=True)) if document.pk else set()
     document.save()
-    _rebuild_chunks(document=document)
+    new = {chunk.content_hash for chunk in _rebuild_chunks(document=document)}
+    after_commit(tasks.refresh_document, document.pk, stale_digests=sorted(old - new))
     return document
 
 
@@ -148,8 +158,13 @@ def upsert_document(*, agent: Agent, source: str, title: str, body: str) -> tupl
 
 @transaction.atomic
 def delete_document(*, document: KnowledgeDocument) -> None:
-    """Delete a document with its chunks (the full-text index follows by trigger)."""
+    """Delete a document with its chunks (the full-text index follows by trigger); a task frees their entries."""
+    from agents import tasks
+
+    digests = sorted(document.chunks.values_list("content_hash", flat=True))
+    spec = document.agent.tokenizer_spec
     document.delete()
+    after_commit(tasks.forget_digests, tokenizer_spec=spec, digests=digests)
 
 
 def _rebuild_chunks(*, document: KnowledgeDocument) -> list[Chunk]:

@@ -222,7 +222,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "mark-interrupted-turns": {"task": "agents.mark_interrupted_turns", "schedule": 300.0},
     # Every minute: the dashboards' per-minute rollups of the answer records (dashboards/rollup.py).
     "rollup-cache-stats": {"task": "dashboards.rollup_cache_stats", "schedule": 60.0},
+    # Every minute: a cache that came back empty (restart, flush) is re-warmed, hottest chunks first.
+    "check-cold-start": {"task": "agents.check_cold_start", "schedule": 60.0},
+    # Hourly: each TTL policy's recommended TTL from its chunks' reuse (agents/tuner.py).
+    "tune-ttl-policies": {"task": "agents.tune_ttl_policies", "schedule": 3600.0},
 }
+# Long tasks (warming) take one message at a time, so a slow run never holds others hostage.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Warming (agents/warming.py): chunks per lookup, share of time spent working (the rest is slept
+# so chat keeps the CPU), and the most chunks one run writes (0: no limit).
+TOKENCACHE_WARM_BATCH_CHUNKS = envint("TOKENCACHE_WARM_BATCH_CHUNKS", 64)
+TOKENCACHE_WARM_DUTY_CYCLE = envfloat("TOKENCACHE_WARM_DUTY_CYCLE", 0.5)
+TOKENCACHE_WARM_MAX_CHUNKS = envint("TOKENCACHE_WARM_MAX_CHUNKS", 20000)
 CELERY_TIMEZONE = "UTC"
 
 # --- Prometheus: with several processes, PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate them.
