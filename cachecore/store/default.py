@@ -23,7 +23,6 @@ from cachecore.tokenizers import Tokenizer
 _default: TokenStore | None = None
 _default_pid: int | None = None
 _default_lock = threading.Lock()
-recorder: DatabaseRecorder | None = None
 
 
 def default_store() -> TokenStore:
@@ -32,7 +31,7 @@ def default_store() -> TokenStore:
     Rebuilt after a fork (Celery's prefork workers), so a child never shares the
     parent's sockets, breaker or recorder thread.
     """
-    global _default, _default_pid, recorder
+    global _default, _default_pid
     pid = os.getpid()
     if _default is not None and _default_pid == pid:
         return _default
