@@ -134,7 +134,7 @@ def _failure(failure: BaseException) -> ApiError:
 class AgentChatConsumer(AsyncWebsocketConsumer):
     # Each socket talks only to its own turn, never to a group, so it needs no channel layer; without
     # this, Channels would subscribe every socket to the Redis channel layer and a Redis outage would
-    # kill websocket chat (design invariant 4). `get_channel_layer(None)` is None: no subscription.
+    # kill websocket chat (invariant 4, docs/architecture.md). `get_channel_layer(None)` is None.
     channel_layer_alias = None
 
     slug: str

@@ -4,7 +4,7 @@ A fixed one-minute window per user (`INCR` + `EXPIRE` in one round trip): every 
 process sees the same count, and a burst at a window edge can reach at most twice the
 limit, which is fine for a fairness limit (it guards the model server, not a bill).
 
-Redis trouble must never stop chat (design invariant 4), nor switch the limit off: the
+Redis trouble must never stop chat (invariant 4 of docs/architecture.md), nor switch the limit off: the
 limiter has its own client with short timeouts, logs once, and skips Redis for a cool-down
 so a dead or paused Redis costs no request more than one short timeout. Meanwhile each
 process counts in memory with the same limit per window: a user may then get up to the limit
