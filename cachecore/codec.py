@@ -7,8 +7,8 @@ Layout (little-endian), for IDs that need `width` bits (16 to 32):
 A block holds 8 token IDs: their low 16 bits as 8 x uint16, then `width - 16` bytes
 in which byte j carries bit (16 + j) of each of the 8 IDs (bit i = ID i). So a
 block of 8 IDs is exactly `width` bytes: cl100k_base (vocabulary 100,277, 17 bits)
-costs 2.125 bytes per token, where uint16 would be wrong (about 1.6% of English
-IDs are >= 65,536) and uint32 would waste a quarter.
+costs 2.125 bytes per token, where uint16 would be wrong (cl100k has IDs of 17 bits)
+and uint32 would waste a quarter.
 
 The header is padded to one block (CRC-32, magic, version, width, count) so that
 every value is a whole number of equal blocks: a batch of values joined end to end
@@ -18,9 +18,9 @@ numpy operations instead of several per value.
 The CRC-32 comes first and covers everything after it (the rest of the header and
 the blocks), and is seeded with the CRC-32 of the Redis key, which binds a value to
 its key: bytes copied from another text or another tokenizer's key fail the check
-just as truncated or flipped bytes do. Version 1 put the CRC last in the header and
-covered only the blocks, so a flipped bit in the count could go unnoticed (one ID
-more or fewer, read from the zero padding); version 2 closes that.
+just as truncated or flipped bytes do. Covering the count too matters: a flipped bit
+in it would otherwise return one ID more or fewer, read from the zero padding.
+(The format's history and figures: docs/cachecore.md, "Keys and values".)
 """
 
 import struct
@@ -150,11 +150,10 @@ def decode_all(values: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np
     """The hit path: the IDs of every value if all are present, sound and of one width; else None.
 
     The same checks as `_check`, inlined in one loop, and one numpy decode for the
-    whole batch. Deliberately not vectorised further: gathering and comparing the
-    headers as numpy arrays measured faster in a tight loop (52 vs 43 us for 29
-    values) but slower in a real request, where the CPU caches are cold (tiktoken,
-    the database and the socket have just run): ~30 distinct numpy calls cost more
-    to bring back into cache than 29 turns of one small Python loop (89 vs 57 us).
+    whole batch. Deliberately not vectorised further: in a real request the CPU caches
+    are cold (tiktoken, the database and the socket have just run), and some thirty
+    distinct numpy calls cost more to bring back into cache than one turn per value of
+    a small Python loop, though they win in a tight loop (figures: docs/cachecore.md).
     Any failure hands the batch to `decode_many`'s one-by-one path, which finds the
     culprits; only batches that go on to tokenize something take it.
     """

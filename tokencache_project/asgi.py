@@ -18,7 +18,7 @@ from cachecore.exceptions import TokenizerUnavailable  # noqa: E402
 from cachecore.tokenizers import get_tokenizer  # noqa: E402
 from tokencache_project.routing import websocket_urlpatterns  # noqa: E402
 
-# Load the default tokenizer (~0.3 s) as the server process starts, not in its first chat
+# Load the default tokenizer (a fraction of a second) as the server process starts, not in its first chat
 # turn. A missing encoding is reported by the system check (cachecore.E001) and by each turn.
 with contextlib.suppress(TokenizerUnavailable):
     get_tokenizer(settings.TOKENCACHE_DEFAULT_TOKENIZER)

@@ -25,7 +25,7 @@ class LookupBatch:
     """The result of one `get_many`: IDs and outcomes as parallel lists, one per text.
 
     Kept as two lists rather than one object per text because building 30 small
-    objects was a measurable share of a ~100 us hit; `items` pairs them up on first
+    objects was a measurable share of a hit (docs/cachecore.md, "Benchmark"); `items` pairs them up on first
     use for callers that want `item.ids` / `item.outcome`.
     """
 

@@ -7,9 +7,9 @@ Round trips per `get_many` call, whatever the number of texts:
                       (SET EX) and release the claims
   contended miss  +1 per poll while another process tokenizes the same text
 A Lua script could claim missing keys inside the first round trip (2 on a miss),
-but it costs about 35 us of server time on every call, hits included: more than
-the whole budget of the hit path, to save one round trip on a path that already
-pays for tokenizing. Measured in bench/cache.py's notes.
+but it would run on every call, hits included, and costs Redis more CPU than the
+whole hit path may take, to save one round trip on a path that already pays for
+tokenizing (figures: docs/cachecore.md, "Round trips").
 
 Every round trip goes through the breaker. A Redis error or an open breaker never
 reaches the caller: the affected texts are tokenized here and come back as BYPASS.
@@ -32,13 +32,15 @@ from cachecore.breaker import Breaker, BreakerOpen
 from cachecore.keys import ALL_TOKENS_PATTERN, lock_for, text_digest, token_key, tokenizer_pattern
 from cachecore.store.results import Lookup, LookupBatch, Outcome, Usage
 from cachecore.tokenizers import Tokenizer
+from cachecore.tokenizers.base import encode_many
 
 logger = logging.getLogger(__name__)
 
 
-# prometheus_client's `.labels()` takes a lock and builds a key on every call (~2 us,
-# three calls per lookup); the child it returns is the same object every time, so keep
-# it. Safe after a fork: multiprocess-mode values re-check the pid on every update.
+# prometheus_client's `.labels()` takes a lock and builds a key on every call (three calls
+# per lookup, a visible share of a hit: docs/cachecore.md); the child it returns is the same
+# object every time, so keep it. Safe after a fork: multiprocess-mode values re-check the pid
+# on every update.
 _LOOKUPS: dict[tuple[str, Outcome], Any] = {}
 _TOKENS_FROM = {source: metrics.TOKENS.labels(source=source) for source in ("cache", "tokenizer")}
 _SECONDS_BY_RESULT = {result: metrics.LOOKUP_SECONDS.labels(result=result) for result in ("hit", "miss", "bypass")}
@@ -52,8 +54,9 @@ def _lookups(agent: str, outcome: Outcome) -> Any:
         return child
 
 
-# hiredis packs a 30-key MGET in ~3 us; redis-py's `pack_commands` takes ~8 us, most
-# of it checking every argument's type in Python. Same bytes on the wire.
+# hiredis packs an MGET in C; redis-py's `pack_commands` spends most of its time checking
+# every argument's type in Python (about 2.5 times as long: docs/cachecore.md). Same bytes
+# on the wire.
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as _hiredis_pack
@@ -210,7 +213,8 @@ class TokenStore:
             values: list[bytes | None] = self._execute("lookup", *commands)[0]
             round_trips = 1
         except (BreakerOpen, RedisError):
-            return self._finish([Lookup(tokenizer.encode(text), Outcome.BYPASS) for text in texts], 0, started, agent)
+            bypassed = [Lookup(ids, Outcome.BYPASS) for ids in encode_many(tokenizer, texts)]
+            return self._finish(bypassed, 0, started, agent)
 
         hit = codec.decode_all(values, keys)
         if hit is None:
@@ -268,8 +272,8 @@ class TokenStore:
         try:
             *replies, now = self._execute("claim", *claim)[1 if corrupt else 0 :]
         except (BreakerOpen, RedisError):
-            for key in keys:
-                resolved[key] = Lookup(tokenizer.encode(missing[key]), Outcome.BYPASS)
+            for key, encoded in zip(keys, encode_many(tokenizer, [missing[key] for key in keys]), strict=True):
+                resolved[key] = Lookup(encoded, Outcome.BYPASS)
             return 0
         round_trips = 1
         for key, ids in zip(keys, codec.decode_many(now, keys), strict=True):
@@ -285,7 +289,7 @@ class TokenStore:
                 (claimed if reply is not None else contended).append(key)
 
         try:
-            tokenized = {key: tokenizer.encode(missing[key]) for key in claimed}
+            tokenized = dict(zip(claimed, encode_many(tokenizer, [missing[key] for key in claimed]), strict=True))
         except BaseException:
             # Without this, every other process would wait out our claims (lock_seconds)
             # before tokenizing these texts itself.
@@ -300,7 +304,8 @@ class TokenStore:
             round_trips += trips
             for key, ids in waited.items():
                 resolved[key] = Lookup(ids, Outcome.HIT)
-            leftovers = {key: tokenizer.encode(missing[key]) for key in contended if key not in waited}
+            late = [key for key in contended if key not in waited]
+            leftovers = dict(zip(late, encode_many(tokenizer, [missing[key] for key in late]), strict=True))
             if leftovers:
                 round_trips += self._write(tokenizer, leftovers, ttl)
                 for key, ids in leftovers.items():

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 # when another model is deployed behind the same URL, this bounds how long its IDs can
 # be served or written under the old model's keys.
 SERVER_REFRESH_SECONDS = 60.0
-# A load that failed after this long (a hung or blackholed server, ~20 s of timeouts)
+# A load that failed after this long (a hung or blackholed server: its timeouts, waited out)
 # is remembered for FAILED_LOAD_RETRY_SECONDS, so that turns fail at once instead of
 # each waiting it out again. A load that failed faster (refused connection, bad spec)
 # is cheaper to retry than to remember, and retrying it picks up a restarted server
@@ -46,6 +46,10 @@ _failed: dict[str, _Failed] = {}
 _loading: dict[str, threading.Lock] = {}
 
 
+# Longer than any call on a replaced server tokenizer can take (its timeouts are 10 s).
+CLOSE_REPLACED_AFTER_SECONDS = 60.0
+
+
 def get_tokenizer(spec: str) -> Tokenizer:
     """The tokenizer named by `spec`, loaded once per process and shared by threads.
 
@@ -60,7 +64,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
             return loaded.tokenizer
         return _revalidated(spec, loaded)
     # setdefault is atomic on a dict: every caller of one spec gets the same lock.
-    with _loading.setdefault(spec, threading.Lock()):  # one thread loads (0.1-1 s); the others wait
+    with _loading.setdefault(spec, threading.Lock()):  # one thread loads; the others wait
         loaded = _loaded.get(spec)
         if loaded is not None:
             return loaded.tokenizer
@@ -118,6 +122,10 @@ def _revalidated(spec: str, loaded: _Loaded) -> Tokenizer:
         del _loaded[spec]
         replacement = _load(spec)
         _loaded[spec] = _Loaded(replacement, _next_check(replacement))
+        # Turns that fetched the old instance may still be using it: close it once they must be done.
+        closer = threading.Timer(CLOSE_REPLACED_AFTER_SECONDS, tokenizer.close)
+        closer.daemon = True
+        closer.start()
         logger.warning(
             "tokenizer %s changed (fingerprint %s -> %s): using new cache keys",
             spec,
