@@ -22,6 +22,18 @@ class Tokenizer(Protocol):
     def decode(self, ids: "np.ndarray | Sequence[int]") -> str: ...
 
 
+def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+    """The IDs of each text, in order: concurrently where the tokenizer can (a server), else one by one.
+
+    Local tokenizers are CPU-bound in this process, so they gain nothing from threads; a
+    server tokenizer waits on the network, and offers `encode_many` to overlap the waits.
+    """
+    concurrent = getattr(tokenizer, "encode_many", None)
+    if concurrent is not None:
+        return list(concurrent(texts))
+    return [tokenizer.encode(text) for text in texts]
+
+
 def fingerprint(*parts: bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:

@@ -1,6 +1,8 @@
 """`server:<base URL>`: a vLLM server's own tokenizer, over POST /tokenize and /detokenize."""
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -40,6 +42,9 @@ class ServerTokenizer:
     )
     FAIL_MAX = 3
     RESET_SECONDS = 30.0
+    # Texts tokenized at once by `encode_many`: a turn's or a warm batch's misses then cost the
+    # slowest request, not the sum, without one process flooding the model server.
+    CONCURRENT_REQUESTS = 8
 
     def __init__(self, base_url: str, *, timeout: float = 10.0, connect_timeout: float = 3.0) -> None:
         self._base_url = base_url.rstrip("/")
@@ -52,6 +57,8 @@ class ServerTokenizer:
             reset_seconds=self.RESET_SECONDS,
             counts_as_failure=_is_server_trouble,
         )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.spec = f"server:{base_url}"
         self.n_vocab: int | None = None
         try:
@@ -120,6 +127,23 @@ class ServerTokenizer:
             return np.asarray(body["tokens"], dtype=np.uint32)
         except (KeyError, TypeError, ValueError) as exc:
             raise TokenizerUnavailable(f"tokenizer server {self._base_url!r} sent no token list: {exc}") from exc
+
+    def encode_many(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """`encode` of each text, up to `CONCURRENT_REQUESTS` requests in flight; results in order."""
+        if len(texts) <= 1:
+            return [self.encode(text) for text in texts]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.CONCURRENT_REQUESTS, thread_name_prefix="tokenize")
+        return list(self._pool.map(self.encode, texts))
+
+    def close(self) -> None:
+        """Release the connections and threads (a replaced tokenizer, once its last calls are done)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        self._client.close()
 
     def decode(self, ids: "np.ndarray | Sequence[int]") -> str:
         body = self._post("/detokenize", {"tokens": np.asarray(ids, dtype=np.uint32)})

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -221,3 +222,38 @@ def test_a_hanging_server_load_holds_up_only_its_own_spec(
         model_server.stop()
         with pytest.raises(TokenizerUnavailable):
             stuck.result(timeout=5)
+
+
+def test_a_server_tokenizes_a_lookups_misses_concurrently_and_bounded(
+    model_server: FakeModelServer, store: Any
+) -> None:
+    remote = ServerTokenizer(model_server.base_url)
+    model_server.knobs.hang_seconds = 0.3  # every /tokenize waits: only overlapping calls can overlap here
+    texts = [f"chunk number {n} of a warm batch" for n in range(20)]
+
+    batch = store.get_many(remote, texts, ttl=60)
+
+    assert batch.misses == 20
+    assert [ids.tolist() for ids in batch.ids] == [remote.encode(text).tolist() for text in texts]
+    assert 2 <= model_server.max_in_flight <= ServerTokenizer.CONCURRENT_REQUESTS
+    remote.close()
+
+
+def test_a_replaced_server_tokenizer_is_closed_once_its_last_calls_are_done(
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "SERVER_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(registry, "CLOSE_REPLACED_AFTER_SECONDS", 0.0)
+    spec = "server:" + model_server.base_url
+    first = get_tokenizer(spec)
+    assert isinstance(first, ServerTokenizer)
+    first.encode_many(["a", "b"])  # its thread pool exists now
+
+    model_server.model = "another-model"
+    get_tokenizer(spec)
+
+    deadline = time.monotonic() + 5
+    while not first._client.is_closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first._client.is_closed
+    assert first._pool is None

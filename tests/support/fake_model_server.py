@@ -83,6 +83,8 @@ class FakeModelServer:
     def __post_init__(self) -> None:
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most POSTs it was answering at once, since start
         self._stopping = threading.Event()
         self._wake = threading.Event()  # ends every hang: set by stop() and resume()
         self._httpd: ThreadingHTTPServer | None = None
@@ -224,6 +226,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "Not Found", "NotFoundError")
 
     def do_POST(self) -> None:
+        state = self.server_state
+        with state._lock:
+            state._in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state._in_flight)
+        try:
+            self._post()
+        finally:
+            with state._lock:
+                state._in_flight -= 1
+
+    def _post(self) -> None:
         state = self.server_state
         knobs = state.knobs
         self.path = self._route()
