@@ -16,6 +16,9 @@ from dashboards.tuning import latest_recommendation, policy_hit_rates, reuse_int
 
 DAY_LABEL = WINDOWS["day"].label
 WEEK_LABEL = WINDOWS["week"].label
+# Column headers: the window in short ("24 h"); the list's note names it in full.
+DAY_SHORT = "24 h"
+WEEK_SHORT = "7 days"
 
 
 def rolled_up_hit_rate(outer: str, *, by: str) -> Any:

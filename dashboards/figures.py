@@ -145,13 +145,14 @@ def format_duration(seconds: float | None) -> str:
     whole = round(seconds)
     if whole < 60:
         return f"{whole} s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        amount, whole = divmod(whole, size)
-        if amount:
-            parts.append(f"{amount} {unit}")
-        if len(parts) == 2:
-            break
+    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+    # The largest unit and the one right after it, if not zero: "1 h 30 min", "2 d 3 h", "1 h".
+    first = next(index for index, (_, size) in enumerate(units) if whole >= size)
+    parts = [f"{whole // units[first][1]} {units[first][0]}"]
+    if first + 1 < len(units):
+        rest = whole % units[first][1] // units[first + 1][1]
+        if rest:
+            parts.append(f"{rest} {units[first + 1][0]}")
     return " ".join(parts)
 
 

@@ -13,8 +13,8 @@ from datetime import datetime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 44, 12, 12, 28
+WIDTH, HEIGHT = 420, 190
+LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 26
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a")
 
 
@@ -110,7 +110,7 @@ def bar_chart(
     """Horizontal bars, one per label; lengths relative to the largest."""
     row = 26
     height = max(row * len(bars) + 8, 34)
-    label_w = 150
+    label_w = 90
     largest = max((value for _, value in bars), default=0) or 1
     parts = [
         f'<svg class="chart bars" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}">'
@@ -118,7 +118,7 @@ def bar_chart(
     ]
     for index, (label, value) in enumerate(bars):
         y = 4 + index * row
-        length = (WIDTH - label_w - 110) * value / largest
+        length = (WIDTH - label_w - 80) * value / largest
         colour = PALETTE[index % len(PALETTE)]
         parts.append(
             f'<text class="axis" x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(label)}</text>'

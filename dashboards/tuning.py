@@ -121,10 +121,30 @@ def reuse_intervals(policy: TTLPolicy, *, now: datetime | None = None) -> ReuseI
     )
 
 
-def latest_recommendation(policy: TTLPolicy) -> Any | None:
-    """The automatic tuner's latest recommendation for the policy, once the tuner exists (a Celery task)."""
+def latest_recommendation(policy: TTLPolicy) -> str | None:
+    """The automatic tuner's latest recommendation for the policy, in words; None when it has made none."""
     try:
         model: Any = apps.get_model(RECOMMENDATION_MODEL)
-    except LookupError:
+    except LookupError:  # the tuner is not installed
         return None
-    return model.objects.filter(policy=policy).order_by("-pk").first()
+    found = model.objects.filter(policy=policy).order_by("-pk").first()
+    if found is None:
+        return None
+    recommended = getattr(found, "recommended_ttl_seconds", None)
+    if recommended is None:
+        return str(found)
+    parts = [f"TTL {format_duration(recommended)} (now {format_duration(policy.ttl_seconds)})"]
+    share, target = getattr(found, "target_share", None), getattr(found, "reuse_target_seconds", None)
+    if share is not None and target is not None:
+        parts.append(f"{format_percent(share)} of reuses came within {format_duration(target)}")
+    answers, window = getattr(found, "answers", None), getattr(found, "window_seconds", None)
+    if answers is not None and window:
+        parts.append(f"read from {format_count(answers)} answers over {format_duration(window)}")
+    created = getattr(found, "created", None)
+    if created is not None:
+        parts.append(f"made {created:%d %b %H:%M} UTC")
+    applied = getattr(found, "applied_at", None)
+    if applied is not None:
+        by = getattr(found, "applied_by", "")
+        parts.append(f"applied {applied:%d %b %H:%M} UTC" + (f" by {by}" if by else ""))
+    return "; ".join(parts) + "."

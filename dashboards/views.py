@@ -27,7 +27,6 @@ from dashboards.figures import (
     format_bytes,
     format_count,
     format_duration,
-    format_percent,
 )
 from dashboards.live import breaker_rows, breaker_summary, redis_state
 from dashboards.panels import CHARTS, build_page
@@ -129,7 +128,7 @@ def live(request: HttpRequest) -> HttpResponse:
         "redis": redis,
         "redis_used": format_bytes(redis.used_memory),
         "redis_max": format_bytes(redis.maxmemory) if redis.maxmemory else "no limit",
-        "redis_fraction": format_percent(redis.memory_fraction),
+        "redis_fraction": "—" if redis.memory_fraction is None else f"{redis.memory_fraction:.1%}",
         "redis_evicted": format_count(redis.evicted_keys),
         "redis_keys": format_count(redis.keys),
         "redis_clients": format_count(redis.connected_clients),
