@@ -1,6 +1,6 @@
 # Tokencache: `make run` starts everything, `make test` runs the suite on SQLite, then on
 # PostgreSQL (`make test-postgres`). Both set up first.
-.PHONY: run test test-postgres lint bench bench-cache bench-dashboards setup setup-dev setup-postgres check-deploy clean
+.PHONY: run test test-postgres lint bench bench-cache bench-dashboards bench-warming setup setup-dev setup-postgres check-deploy clean
 
 setup:
 	scripts/bootstrap.sh runtime
@@ -28,13 +28,16 @@ lint: setup-dev
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-bench: bench-cache bench-dashboards
+bench: bench-cache bench-dashboards bench-warming
 
 bench-cache: setup-dev
 	.venv/bin/python bench/cache.py
 
 bench-dashboards: setup-dev
 	.venv/bin/python bench/dashboards.py
+
+bench-warming: setup-dev
+	.venv/bin/python bench/warming.py
 
 # The production checklist, with production-like settings.
 check-deploy: setup
