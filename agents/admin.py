@@ -15,12 +15,26 @@ from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 
 from agents.errors import PUBLIC_ERROR_MESSAGES
+from agents.invalidation import forget_agent, forget_document
 from agents.knowledge import delete_document, save_document
-from agents.models import Agent, ApiToken, Chunk, Conversation, KnowledgeDocument, Message, TTLPolicy
+from agents.models import (
+    Agent,
+    ApiToken,
+    Chunk,
+    Conversation,
+    KnowledgeDocument,
+    Message,
+    TTLPolicy,
+    TTLPolicyChange,
+    TTLRecommendation,
+    WarmingRun,
+)
 from agents.tokens import create_api_token, revoke_api_token
+from agents.tuner import apply_recommendation
+from agents.warming import request_warming
 from dashboards.admin_figures import (
     DAY_LABEL,
     DAY_SHORT,
@@ -76,6 +90,7 @@ POLICY_LABELS = {
     "min_ttl_seconds": "Minimum TTL (seconds)",
     "max_ttl_seconds": "Maximum TTL (seconds)",
     "auto_apply": "Let the tuner apply its recommendations",
+    "tuning_interval_seconds": "Tuner changes the TTL at most once per (seconds)",
 }
 POLICY_HELP = {
     "ttl_seconds": "How long a chunk's tokens stay in Redis after they are written, e.g. 3600 = 1 h.",
@@ -99,9 +114,23 @@ class TTLPolicyForm(forms.ModelForm):
             "min_ttl_seconds",
             "max_ttl_seconds",
             "auto_apply",
+            "tuning_interval_seconds",
         ]
         labels = POLICY_LABELS
         help_texts = POLICY_HELP
+
+
+class TTLPolicyChangeInline(admin.TabularInline):
+    """The policy's history: every change of its settings, by whom and why (the tuner writes its reason)."""
+
+    model = TTLPolicyChange
+    verbose_name = "change"
+    verbose_name_plural = "History"
+    fields = readonly_fields = ("at", "field", "old", "new", "source", "by", "reason")
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ["-at", "-id"]
 
 
 @admin.register(TTLPolicy)
@@ -111,9 +140,43 @@ class TTLPolicyAdmin(CacheFigures, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "ttl_seconds", "expiry_mode"]}),
         ("Why", {"fields": ["rationale", "tuning_guidance"]}),
-        ("Automatic tuning", {"fields": ["min_ttl_seconds", "max_ttl_seconds", "auto_apply"]}),
+        (
+            "Automatic tuning",
+            {"fields": ["min_ttl_seconds", "max_ttl_seconds", "auto_apply", "tuning_interval_seconds"]},
+        ),
     ]
     change_form_template = "admin/agents/ttlpolicy/change_form.html"
+    inlines = [TTLPolicyChangeInline]
+    actions = ["apply_latest_recommendation"]
+
+    def response_change(self, request: HttpRequest, obj: TTLPolicy) -> Any:
+        # "Save and apply the recommendation" on the change form: one click for the person tuning.
+        chosen = request.POST.get("_apply_recommendation")
+        if chosen:
+            recommendation = obj.recommendations.filter(pk=chosen).first()
+            if recommendation is not None and apply_recommendation(
+                recommendation=recommendation, by=request.user.get_username(), source=TTLPolicyChange.Source.ADMIN
+            ):
+                obj.refresh_from_db()
+                self.message_user(request, f"TTL set to {format_duration(obj.ttl_seconds)} as recommended.")
+            else:
+                self.message_user(request, "The recommendation was not applied: it matches the TTL already.")
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+    @admin.action(description="Apply each selected policy's latest recommendation", permissions=["change"])
+    def apply_latest_recommendation(self, request: HttpRequest, queryset: QuerySet[TTLPolicy]) -> None:
+        applied = []
+        for policy in queryset:
+            recommendation = policy.recommendations.first()
+            if recommendation is not None and apply_recommendation(
+                recommendation=recommendation, by=request.user.get_username(), source=TTLPolicyChange.Source.ADMIN
+            ):
+                applied.append(policy.name)
+        if applied:
+            self.message_user(request, f"TTL changed for {', '.join(applied)}; the reason is in each policy's history.")
+        else:
+            self.message_user(request, "Nothing changed: no recommendation differs from its policy's TTL.")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TTLPolicy]:
         policies = super().get_queryset(request).prefetch_related("agents")
@@ -232,6 +295,22 @@ class AgentAdmin(CacheFigures, admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "breakers": breaker_summary(), "figures_window": DAY_LABEL}
         return super().changelist_view(request, extra_context=extra_context)
 
+    actions = ["warm_cache", "forget_cached_tokens"]
+
+    @admin.action(description="Warm the token cache for the selected agents", permissions=["change"])
+    def warm_cache(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        runs = [request_warming(agent=agent, reason=WarmingRun.Reason.ADMIN) for agent in queryset]
+        self.message_user(
+            request,
+            f"Queued {len(runs)} warming run{'s' if len(runs) != 1 else ''} for the Celery worker; "
+            "their progress is under Warming runs.",
+        )
+
+    @admin.action(description="Remove the selected agents' cached tokens now", permissions=["change"])
+    def forget_cached_tokens(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        deleted = sum(forget_agent(agent=agent) for agent in queryset)
+        self.message_user(request, f"Removed {deleted} cached entries (0 when Redis is unavailable).")
+
     @admin.display(description="TTL policy", ordering="ttl_policy__name")
     def policy(self, agent: Agent) -> str:
         return f"{agent.ttl_policy.name}, {format_duration(agent.ttl_policy.ttl_seconds)}"
@@ -265,7 +344,12 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
     search_fields = ["title", "source"]
     readonly_fields = ["created", "updated"]
     inlines = [ChunkInline]
-    actions = ["delete_with_chunks"]
+    actions = ["delete_with_chunks", "forget_cached_tokens"]
+
+    @admin.action(description="Remove the selected documents' cached tokens now", permissions=["change"])
+    def forget_cached_tokens(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
+        deleted = sum(forget_document(document=document) for document in queryset.select_related("agent"))
+        self.message_user(request, f"Removed {deleted} cached entries (0 when Redis is unavailable).")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeDocument]:
         return super().get_queryset(request).select_related("agent").annotate(chunk_total=Count("chunks"))
@@ -496,3 +580,34 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 def _is_superuser(request: HttpRequest) -> bool:
     return bool(getattr(request.user, "is_superuser", False))
+
+
+@admin.register(WarmingRun)
+class WarmingRunAdmin(ReadMostlyAdmin):
+    """Warming runs and their progress, refreshed by the run after every batch."""
+
+    list_display = ["requested", "agent", "reason", "status", "progress_shown", "rate", "finished"]
+    list_filter = ["status", "reason", "agent"]
+    readonly_fields = [f.name for f in WarmingRun._meta.fields]
+
+    @admin.display(description="chunks done")
+    def progress_shown(self, run: WarmingRun) -> str:
+        cached = f" ({run.already_cached} already cached)" if run.already_cached else ""
+        return f"{run.done_chunks} / {run.total_chunks}{cached}"
+
+    @admin.display(description="tokens/s while working")
+    def rate(self, run: WarmingRun) -> str:
+        return format_count(round(run.tokens_per_second)) if run.tokens_per_second else "—"
+
+
+@admin.register(TTLRecommendation)
+class TTLRecommendationAdmin(ReadMostlyAdmin):
+    """The tuner's recommendations with their evidence; applied ones say by whom."""
+
+    list_display = ["created", "policy", "shown", "applied_at", "applied_by"]
+    list_filter = ["policy"]
+    readonly_fields = [f.name for f in TTLRecommendation._meta.fields]
+
+    @admin.display(description="recommendation")
+    def shown(self, recommendation: TTLRecommendation) -> str:
+        return str(recommendation)
