@@ -21,16 +21,16 @@ not one per request that arrives during the trial.
 import enum
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pybreaker
 from redis.exceptions import RedisError
 
 from cachecore import metrics
+from cachecore.clock import SYSTEM, Clock
 from cachecore.exceptions import CacheCoreError
 from cachecore.process import ProcessIdentity
 
@@ -104,7 +104,7 @@ class _Relay(pybreaker.CircuitBreakerListener):
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
         if new_state.name == pybreaker.STATE_OPEN:
-            self._breaker._opened_at = time.monotonic()
+            self._breaker._opened_at = self._breaker.clock.monotonic()
         event = BreakerEvent(
             name=self._breaker.name,
             old=State(old_state.name) if old_state is not None else None,
@@ -117,6 +117,31 @@ class _Relay(pybreaker.CircuitBreakerListener):
                 listener(event)
             except Exception:  # a broken listener must never break a Redis call
                 logger.exception("breaker listener %r failed", listener)
+
+
+class _ClockedStorage(pybreaker.CircuitMemoryStorage):
+    """pybreaker's in-memory state, with the time of opening read from our clock.
+
+    pybreaker half-opens when `datetime.now() >= opened_at + reset_timeout`. Reporting
+    `opened_at` as now minus the seconds elapsed on our clock since opening turns that into
+    "elapsed >= reset_timeout" on our clock, so a test that moves its clock moves the reset.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(pybreaker.STATE_CLOSED)
+        self._clock = clock
+        self._opened_on_clock: float | None = None
+
+    @property
+    def opened_at(self) -> datetime | None:
+        if self._opened_on_clock is None:
+            return None
+        return datetime.now(UTC) - timedelta(seconds=self._clock.monotonic() - self._opened_on_clock)
+
+    @opened_at.setter
+    def opened_at(self, value: datetime) -> None:
+        # pybreaker passes its datetime.now(); the moment that counts is our clock's.
+        self._opened_on_clock = self._clock.monotonic()
 
 
 class Breaker:
@@ -135,6 +160,7 @@ class Breaker:
       since the service answered: a bug or a rejected request must not open it.
     - `listeners` receive a `BreakerEvent` on every state change (gauge, log, row).
     - `state`, `failures` (consecutive), `fail_max`, `reset_seconds`; `reset()`.
+    - `clock` measures the reset timeout (`cachecore.clock`): tests move it instead of sleeping.
 
     Everything that can fail must happen inside the block: a response read to the
     end (a stream included) inside it is what lets a broken stream count. There is
@@ -152,13 +178,15 @@ class Breaker:
         reset_seconds: float = 60.0,
         listeners: list[BreakerListener] | None = None,
         counts_as_failure: Callable[[BaseException], bool] = is_redis_trouble,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.name = name
+        self.clock = clock
         self.listeners = list(listeners or [])
         # The thread running the half-open trial call, if any (set and checked by
         # _Relay.before_call under pybreaker's lock; cleared when its block ends).
         self._trial_thread: int | None = None
-        self._opened_at = 0.0  # time.monotonic() of the last change to open
+        self._opened_at = 0.0  # clock.monotonic() of the last change to open
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_seconds,
@@ -166,6 +194,7 @@ class Breaker:
             listeners=[_Relay(self)],
             name=name,
             throw_new_error_on_trip=False,  # callers see the Redis error that tripped it
+            state_storage=_ClockedStorage(clock),
         )
 
     @property
@@ -209,7 +238,7 @@ class Breaker:
     def _retry_in(self) -> float:
         if self._trial_thread is not None:
             return 0.0
-        return max(0.0, self._opened_at + self.reset_seconds - time.monotonic())
+        return max(0.0, self._opened_at + self.reset_seconds - self.clock.monotonic())
 
     def reset(self) -> None:
         """Force the breaker closed (tests, or an operator who fixed Redis)."""

@@ -29,6 +29,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from cachecore import codec, metrics
 from cachecore.breaker import Breaker, BreakerOpen
+from cachecore.clock import SYSTEM, Clock
 from cachecore.keys import ALL_TOKENS_PATTERN, lock_for, text_digest, token_key, tokenizer_pattern
 from cachecore.store.results import Lookup, LookupBatch, Outcome, Usage
 from cachecore.tokenizers import Tokenizer
@@ -99,12 +100,14 @@ class TokenStore:
         breaker: Breaker,
         max_value_bytes: int = 1024 * 1024,
         lock_seconds: float = 3.0,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.client = client
         self.breaker = breaker
         self.max_value_bytes = max_value_bytes
         # How long a claim on a missing text lasts; waiters give up after as long.
         self.lock_seconds = lock_seconds
+        self.clock = clock  # paces and ends the wait on another lookup's claim
 
     @classmethod
     def from_url(
@@ -316,11 +319,11 @@ class TokenStore:
         """Poll for values another process is writing, until its claim ends or expires."""
         found: dict[bytes, np.ndarray] = {}
         pending = list(keys)
-        deadline = time.monotonic() + self.lock_seconds
+        deadline = self.clock.monotonic() + self.lock_seconds
         delay = 0.001
         round_trips = 0
-        while pending and time.monotonic() < deadline:
-            time.sleep(delay)
+        while pending and self.clock.monotonic() < deadline:
+            self.clock.sleep(delay)
             delay = min(delay * 2, 0.05)
             try:
                 replies = self._execute("wait", ("MGET", *pending, *[locks[key] for key in pending]))[0]

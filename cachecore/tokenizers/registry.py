@@ -3,9 +3,9 @@
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 
+from cachecore.clock import SYSTEM, Clock
 from cachecore.exceptions import TokenizerUnavailable
 from cachecore.tokenizers.base import Tokenizer
 from cachecore.tokenizers.huggingface import HuggingFaceTokenizer
@@ -25,18 +25,20 @@ SERVER_REFRESH_SECONDS = 60.0
 # on the next turn.
 SLOW_FAILURE_SECONDS = 1.0
 FAILED_LOAD_RETRY_SECONDS = 10.0
+# What the intervals above are measured on; tests replace it to move time.
+clock: Clock = SYSTEM
 
 
 @dataclass
 class _Loaded:
     tokenizer: Tokenizer
-    check_at: float  # time.monotonic() after which to probe a server's fingerprint again
+    check_at: float  # clock.monotonic() after which to probe a server's fingerprint again
 
 
 @dataclass(frozen=True)
 class _Failed:
     message: str
-    retry_at: float  # time.monotonic() before which the load is not tried again
+    retry_at: float  # clock.monotonic() before which the load is not tried again
 
 
 _loaded: dict[str, _Loaded] = {}
@@ -60,7 +62,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
     """
     loaded = _loaded.get(spec)
     if loaded is not None:
-        if time.monotonic() < loaded.check_at:
+        if clock.monotonic() < loaded.check_at:
             return loaded.tokenizer
         return _revalidated(spec, loaded)
     # setdefault is atomic on a dict: every caller of one spec gets the same lock.
@@ -69,13 +71,13 @@ def get_tokenizer(spec: str) -> Tokenizer:
         if loaded is not None:
             return loaded.tokenizer
         failed = _failed.get(spec)
-        if failed is not None and time.monotonic() < failed.retry_at:
+        if failed is not None and clock.monotonic() < failed.retry_at:
             raise TokenizerUnavailable(failed.message)
-        started = time.monotonic()
+        started = clock.monotonic()
         try:
             tokenizer = _load(spec)
         except TokenizerUnavailable as exc:
-            finished = time.monotonic()
+            finished = clock.monotonic()
             if finished - started >= SLOW_FAILURE_SECONDS:
                 _failed[spec] = _Failed(
                     f"{exc} (not retried for {FAILED_LOAD_RETRY_SECONDS:g} s)", finished + FAILED_LOAD_RETRY_SECONDS
@@ -88,7 +90,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
 
 def _next_check(tokenizer: Tokenizer) -> float:
     # Files and offline encodings cannot change under a running process; a server can.
-    return time.monotonic() + SERVER_REFRESH_SECONDS if isinstance(tokenizer, ServerTokenizer) else math.inf
+    return clock.monotonic() + SERVER_REFRESH_SECONDS if isinstance(tokenizer, ServerTokenizer) else math.inf
 
 
 def _revalidated(spec: str, loaded: _Loaded) -> Tokenizer:

@@ -25,6 +25,7 @@ from cachecore.store import LookupBatch
 from cachecore.tokenizers import get_tokenizer, registry
 from tests.conftest import Demo
 from tests.redis_process import RedisProcess
+from tests.support.clock import FakeClock
 from tests.support.fake_model_server import FakeModelServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -161,7 +162,7 @@ def test_asking_again_serves_every_chunk_from_the_cache_without_the_server_token
 def test_a_model_server_down_before_its_tokenizer_loads_fails_the_turn_as_model_unavailable(
     served: Agent, alice: User, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry, "SLOW_FAILURE_SECONDS", 60.0)  # a stalled machine must not make it "slow"
+    monkeypatch.setattr(registry, "clock", FakeClock())  # the load takes no time on it: never "slow"
     model_server.stop()
 
     with pytest.raises(ModelUnavailable) as raised:

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from cachecore.breaker import Breaker
+from cachecore.clock import SYSTEM, Clock
 from cachecore.store import TokenStore
 from cachecore.tokenizers import Tokenizer, get_tokenizer
 from tests.redis_process import RedisProcess
+from tests.support.clock import FakeClock
 
-# Short enough that reset tests take well under a second, long enough to observe "open".
-TEST_RESET_SECONDS = 0.5
+# The production default: tests that wait for a reset move a FakeClock past it.
+TEST_RESET_SECONDS = 60.0
 
 
 class CountingTokenizer:
@@ -51,20 +53,30 @@ def counting(cl100k: Tokenizer) -> CountingTokenizer:
     return CountingTokenizer(cl100k)
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 StoreFactory = Callable[..., TokenStore]
 
 
 @pytest.fixture
 def store_on() -> Iterator[StoreFactory]:
-    """Build a TokenStore on any Redis URL with its own breaker (short test reset)."""
+    """Build a TokenStore on any Redis URL with its own breaker; `clock` drives both."""
     stores: list[TokenStore] = []
 
     def build(
-        url: str, *, fail_max: int = 5, reset_seconds: float = TEST_RESET_SECONDS, **options: object
+        url: str,
+        *,
+        fail_max: int = 5,
+        reset_seconds: float = TEST_RESET_SECONDS,
+        clock: Clock = SYSTEM,
+        **options: object,
     ) -> TokenStore:
-        breaker = Breaker(name="test", fail_max=fail_max, reset_seconds=reset_seconds)
+        breaker = Breaker(name="test", fail_max=fail_max, reset_seconds=reset_seconds, clock=clock)
         timeouts = {name: options.pop(name) for name in ("connect_timeout", "read_timeout") if name in options}
-        store = TokenStore.from_url(url, breaker=breaker, **timeouts, **options)  # type: ignore[arg-type]
+        store = TokenStore.from_url(url, breaker=breaker, clock=clock, **timeouts, **options)  # type: ignore[arg-type]
         stores.append(store)
         return store
 

@@ -12,15 +12,20 @@ from redis.exceptions import ConnectionError
 from cachecore.breaker import Breaker, BreakerOpen, State
 from cachecore.store import Outcome
 from tests.cachecore.conftest import TEST_RESET_SECONDS, CountingTokenizer, StoreFactory
+from tests.support.clock import FakeClock
 
 TTL = 300
 
 
 def test_redis_killed_opens_the_breaker_after_five_failures_and_recovery_closes_it(
-    store_on: StoreFactory, redis_factory, counting: CountingTokenizer, caplog: pytest.LogCaptureFixture
+    store_on: StoreFactory,
+    redis_factory,
+    counting: CountingTokenizer,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis = redis_factory()
-    store = store_on(redis.url(0), connect_timeout=0.5, read_timeout=0.5)
+    store = store_on(redis.url(0), connect_timeout=0.5, read_timeout=0.5, clock=clock)
     store.get_many(counting, ["warm text"], ttl=TTL)
     redis.stop()
 
@@ -44,21 +49,23 @@ def test_redis_killed_opens_the_breaker_after_five_failures_and_recovery_closes_
     assert statistics.median(durations) < 0.001
 
     redis.start()
-    time.sleep(TEST_RESET_SECONDS + 0.05)
+    clock.advance(TEST_RESET_SECONDS)
     batch = store.get_many(counting, ["warm text"], ttl=TTL)  # the half-open trial succeeds
     assert store.breaker.state is State.CLOSED
     assert batch.misses == 1  # the restarted Redis is empty
     assert store.get_many(counting, ["warm text"], ttl=TTL).hits == 1
 
 
-def test_a_failed_trial_call_reopens_the_breaker(store_on: StoreFactory, redis_factory, counting) -> None:
+def test_a_failed_trial_call_reopens_the_breaker(
+    store_on: StoreFactory, redis_factory, counting, clock: FakeClock
+) -> None:
     redis = redis_factory()
-    store = store_on(redis.url(0), fail_max=2, connect_timeout=0.5)
+    store = store_on(redis.url(0), fail_max=2, connect_timeout=0.5, clock=clock)
     redis.stop()
     for _ in range(2):
         store.get_many(counting, ["x"], ttl=TTL)
     assert store.breaker.state is State.OPEN
-    time.sleep(TEST_RESET_SECONDS + 0.05)
+    clock.advance(TEST_RESET_SECONDS)
     assert store.get_many(counting, ["x"], ttl=TTL).bypassed == 1
     assert store.breaker.state is State.OPEN
 
@@ -108,6 +115,23 @@ def test_an_open_breaker_refuses_without_running_the_block() -> None:
     with pytest.raises(BreakerOpen), breaker.guard():
         ran = True
     assert not ran
+
+
+def test_an_open_breaker_lets_a_trial_through_only_once_the_reset_timeout_has_passed_on_its_clock(
+    clock: FakeClock,
+) -> None:
+    breaker = Breaker(name="unit", fail_max=1, reset_seconds=60, clock=clock)
+    with pytest.raises(ConnectionError), breaker.guard():
+        raise ConnectionError("down")
+    clock.advance(59.5)
+    with pytest.raises(BreakerOpen) as refused, breaker.guard():
+        pass
+    assert refused.value.retry_in == pytest.approx(0.5)
+    assert breaker.state is State.OPEN
+    clock.advance(0.5)
+    with breaker.guard():
+        pass  # the trial
+    assert breaker.state is State.CLOSED
 
 
 def test_half_open_admits_one_trial_call_and_every_other_call_bypasses_at_once() -> None:

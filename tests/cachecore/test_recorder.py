@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,16 +14,19 @@ from cachecore.models import BreakerProcess
 from cachecore.process import ProcessIdentity
 from cachecore.recorder import DatabaseRecorder
 from cachecore.store.default import _forget_at_exit
+from tests.support.clock import FakeClock
 
 
 @pytest.mark.django_db(transaction=True)
-def test_every_state_change_sets_the_gauge_and_the_process_row() -> None:
+def test_every_state_change_sets_the_gauge_and_the_process_row(clock: FakeClock) -> None:
     from prometheus_client import REGISTRY
     from redis.exceptions import TimeoutError
 
     identity = ProcessIdentity(host="worker-host", pid=4242, role="worker")
     recorder = DatabaseRecorder(identity)
-    breaker = Breaker(name="unit", fail_max=2, reset_seconds=0.05, listeners=[gauge_and_log(identity), recorder])
+    breaker = Breaker(
+        name="unit", fail_max=2, reset_seconds=60, listeners=[gauge_and_log(identity), recorder], clock=clock
+    )
     recorder.register(breaker)
     for _ in range(2):
         with pytest.raises(TimeoutError), breaker.guard():
@@ -35,7 +37,7 @@ def test_every_state_change_sets_the_gauge_and_the_process_row() -> None:
     gauge = REGISTRY.get_sample_value("tokencache_breaker_state", {"process": identity.label})
     assert gauge == 2
 
-    time.sleep(0.06)
+    clock.advance(60)
     with breaker.guard():
         pass
     recorder.flush()

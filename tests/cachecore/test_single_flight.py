@@ -2,7 +2,6 @@
 
 import multiprocessing
 import threading
-import time
 
 import redis
 
@@ -11,6 +10,7 @@ from cachecore.keys import lock_for, text_digest, token_key
 from cachecore.store import Outcome, TokenStore
 from cachecore.tokenizers import get_tokenizer
 from tests.cachecore.conftest import CountingTokenizer, StoreFactory
+from tests.support.clock import FakeClock
 
 TTL = 300
 TEXT = "A chunk that every request needs at the same moment."
@@ -67,29 +67,53 @@ def test_two_processes_missing_the_same_text_call_the_tokenizer_once(redis_serve
     assert sorted([results.get(timeout=1), results.get(timeout=1)]) == ["hit", "miss"]
 
 
-def test_a_dead_claim_holder_is_outwaited_and_the_text_tokenized_here(
-    store_on: StoreFactory, redis_server, counting: CountingTokenizer
+def test_a_hung_claim_holder_is_outwaited_for_lock_seconds_and_the_text_tokenized_here(
+    store_on: StoreFactory, redis_server, counting: CountingTokenizer, clock: FakeClock
 ) -> None:
-    store = store_on(redis_server.url(0), lock_seconds=2.0)
+    store = store_on(redis_server.url(0), lock_seconds=3.0, clock=clock)
     key = token_key(counting.fingerprint, text_digest(TEXT))
-    redis_server.client().set(lock_for(key), "crashed-process", px=300)  # its holder died mid-tokenize
-    started = time.monotonic()
+    redis_server.client().set(lock_for(key), "hung-process", px=600_000)  # its holder never finishes
+    started = clock.monotonic()
     item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
-    assert 0.25 < time.monotonic() - started < 1.5
+    assert clock.monotonic() - started >= 3.0  # waited out on the clock, polling, not on the wall
     assert item.outcome is Outcome.MISS and counting.decode(item.ids) == TEXT
     assert store.get_many(counting, [TEXT], ttl=TTL).items[0].outcome is Outcome.HIT
+
+
+def test_a_claim_that_ends_without_a_value_stops_the_wait_and_the_text_is_tokenized_here(
+    store_on: StoreFactory, redis_server, counting: CountingTokenizer
+) -> None:
+    lock = lock_for(token_key(counting.fingerprint, text_digest(TEXT)))
+    client = redis_server.client()
+
+    class HolderDiesAfterAWhile(FakeClock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = self.now
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if self.now - self.started >= 0.01:
+                client.delete(lock)  # its claim expired: the holder died mid-tokenize
+
+    clock = HolderDiesAfterAWhile()
+    store = store_on(redis_server.url(0), lock_seconds=3.0, clock=clock)
+    client.set(lock, "crashed-process", px=600_000)
+    item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
+    assert 0.01 <= clock.now - clock.started < 0.1  # not the whole lock_seconds
+    assert item.outcome is Outcome.MISS and counting.decode(item.ids) == TEXT
 
 
 def test_a_claim_that_expired_and_was_taken_over_is_left_to_its_new_owner(
     store_on: StoreFactory, redis_server, cl100k
 ) -> None:
-    store = store_on(redis_server.url(0), lock_seconds=0.1)
+    store = store_on(redis_server.url(0))
     lock = lock_for(token_key(cl100k.fingerprint, text_digest(TEXT)))
     client = redis_server.client()
 
     class OutlivesItsClaim(CountingTokenizer):
         def encode(self, text):  # type: ignore[no-untyped-def]
-            time.sleep(0.3)  # the claim expires meanwhile, and another process takes it
+            # As if tokenizing outlasted the claim: it expired and another process took it.
             client.set(lock, "the-next-owner", px=5_000)
             return super().encode(text)
 

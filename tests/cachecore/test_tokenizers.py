@@ -13,6 +13,7 @@ import pytest
 
 from cachecore.exceptions import CacheCoreError, TokenizerUnavailable
 from cachecore.tokenizers import ServerTokenizer, Tokenizer, get_tokenizer, registry
+from tests.support.clock import FakeClock
 from tests.support.fake_model_server import FakeModelServer
 
 SAMPLE = "Résumé: naïve café, 東京 and 12,345 tokens. <|endoftext|> stays text."
@@ -167,30 +168,41 @@ def test_a_refresh_that_cannot_reach_the_server_keeps_the_tokenizer(
     assert get_tokenizer(spec) is first  # its own calls fail while the server does
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The registry's clock, moved by hand: a load takes no time on it unless the test says so."""
+    fake = FakeClock()
+    monkeypatch.setattr(registry, "clock", fake)
+    return fake
+
+
 def test_a_slow_failed_load_is_remembered_briefly_so_turns_fail_at_once(
-    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+    model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
-    monkeypatch.setattr(registry, "SLOW_FAILURE_SECONDS", 0.2)
-    monkeypatch.setattr(registry, "FAILED_LOAD_RETRY_SECONDS", 0.5)
-    model_server.knobs.hang_seconds = 0.3  # a server that takes its time, then fails
     model_server.knobs.error_status = 503
+    real_load = registry._load
+
+    def slow_load(spec: str) -> Tokenizer:
+        clock.advance(registry.SLOW_FAILURE_SECONDS)  # a server that takes its time, then fails
+        return real_load(spec)
+
+    monkeypatch.setattr(registry, "_load", slow_load)
     spec = "server:" + model_server.base_url
     with pytest.raises(TokenizerUnavailable, match="did not answer POST /tokenize"):
         get_tokenizer(spec)
-    failed_at = time.monotonic()
 
     asked = len(model_server.requests)
-    with pytest.raises(TokenizerUnavailable, match=r"did not answer POST /tokenize.*not retried for 0\.5 s"):
+    clock.advance(registry.FAILED_LOAD_RETRY_SECONDS - 0.1)
+    with pytest.raises(TokenizerUnavailable, match=r"did not answer POST /tokenize.*not retried for 10 s"):
         get_tokenizer(spec)
     assert len(model_server.requests) == asked, "a remembered failure must not call the server"
 
-    model_server.knobs.hang_seconds, model_server.knobs.error_status = 0.0, None
-    time.sleep(max(0.0, failed_at + 0.5 - time.monotonic()))  # the memory is a clock: nothing to await
+    model_server.knobs.error_status = None
+    clock.advance(0.1)
     assert get_tokenizer(spec).spec == spec
 
 
-def test_a_fast_failed_load_is_tried_again_on_the_next_call(model_server: FakeModelServer, monkeypatch) -> None:
-    monkeypatch.setattr(registry, "SLOW_FAILURE_SECONDS", 60.0)  # a stalled machine must not make it "slow"
+def test_a_fast_failed_load_is_tried_again_on_the_next_call(model_server: FakeModelServer, clock: FakeClock) -> None:
     spec = "server:" + model_server.base_url
     model_server.knobs.error_status = 503
     with pytest.raises(TokenizerUnavailable):
