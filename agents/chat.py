@@ -4,6 +4,11 @@ Order matters for durability: the user's message is committed before anything th
 fail (retrieval, the token cache, the model), and every failure after that point leaves
 an answer row with status `error` and a readable reason. No answer row is ever written
 half-way: it is created once, complete, after generation.
+
+A turn has three steps: `open_turn` (checks, the question stored, retrieval, tokens, prompt),
+generation, and `OpenTurn.finish` (the answer stored) or `OpenTurn.fail` (the error answer).
+`run_turn` runs them in the caller's thread; `arun_turn` runs the first and last in the turn pool
+and awaits a model server's stream on the loop. Both share every step but the waiting.
 """
 
 from __future__ import annotations
@@ -11,14 +16,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, cast
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.backends import BackendError, BackendUnavailable, ContextChunk, Generation, Prompt, backend_for
+from agents.backends import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    ContextChunk,
+    Generation,
+    Prompt,
+    backend_for,
+)
 from agents.backends.base import OnDelta
 from agents.errors import (
     INTERNAL_ERROR_CODE,
@@ -36,6 +49,7 @@ from agents.models import Agent, Conversation, Message
 from agents.prompt import build_prompt
 from agents.retrieval import search_chunks
 from agents.selectors import AnyUser
+from agents.turn_loop import in_turn_thread
 from cachecore import metrics
 from cachecore.exceptions import CacheCoreError
 from cachecore.store import LookupBatch, get_many
@@ -84,6 +98,92 @@ def run_turn(
     logged. A conversation deleted during the turn raises `ConversationNotFound`: the answer
     has nowhere to go and nothing is stored.
     """
+    turn = open_turn(
+        user=user,
+        agent=agent,
+        message=message,
+        conversation=conversation,
+        history=history,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    generation_started = time.perf_counter()
+    try:
+        generation = turn.backend.generate(
+            turn.prompt, max_tokens=turn.max_tokens, temperature=turn.temperature, on_delta=_listener(on_delta)
+        )
+    except Exception as exc:
+        turn.fail(exc)
+    return turn.finish(generation, generation_ms=_ms_since(generation_started))
+
+
+async def arun_turn(
+    *,
+    user: AnyUser,
+    agent: Agent,
+    message: str,
+    conversation: Conversation | None = None,
+    history: Sequence[tuple[str, str]] | None = None,
+    on_delta: OnDelta | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> TurnResult:
+    """`run_turn` for an event loop: the same turn, the same guarantees, no thread held while generating.
+
+    The synchronous parts (`open_turn`, storing the answer or the error) run in the turn pool
+    (`agents.turn_loop.in_turn_thread`); a backend that can await its model server (`agenerate`)
+    streams on the running loop, any other generates in the pool too. Run it on the turn loop
+    (`agents.turn_loop.submit`) so that it finishes whoever listens.
+    """
+    turn = await in_turn_thread(
+        open_turn,
+        user=user,
+        agent=agent,
+        message=message,
+        conversation=conversation,
+        history=history,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    generation_started = time.perf_counter()
+    try:
+        agenerate = getattr(turn.backend, "agenerate", None)
+        if agenerate is not None:
+            generation = await agenerate(
+                turn.prompt, max_tokens=turn.max_tokens, temperature=turn.temperature, on_delta=_listener(on_delta)
+            )
+        else:
+            generation = await in_turn_thread(
+                turn.backend.generate,
+                turn.prompt,
+                max_tokens=turn.max_tokens,
+                temperature=turn.temperature,
+                on_delta=_listener(on_delta),
+            )
+    except Exception as exc:
+        await in_turn_thread(turn.fail, exc)
+    return await in_turn_thread(turn.finish, generation, generation_ms=_ms_since(generation_started))
+
+
+def generates_async(agent: Agent) -> bool:
+    """Whether the agent's backend waits on a model server (worth `arun_turn`) rather than computing."""
+    return agent.backend_kind == Agent.BackendKind.OPENAI
+
+
+def open_turn(
+    *,
+    user: AnyUser,
+    agent: Agent,
+    message: str,
+    conversation: Conversation | None = None,
+    history: Sequence[tuple[str, str]] | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> OpenTurn:
+    """Everything before generation: checks, the question stored, then retrieval, tokens and the prompt.
+
+    Raises as `run_turn` does; a failure after the question is stored leaves an error answer.
+    """
     started = time.perf_counter()
     question = _validated(message)
     if not agent.enabled:
@@ -96,46 +196,168 @@ def run_turn(
         raise InvalidMessage("temperature must be between 0 and 2.")
 
     conversation, user_message = _store_user_message(user=user, agent=agent, conversation=conversation, text=question)
+    turn = OpenTurn(
+        agent=agent,
+        conversation=conversation,
+        user_message=user_message,
+        max_tokens=min(max_tokens or agent.answer_token_limit, agent.answer_token_limit),
+        temperature=agent.temperature if temperature is None else temperature,
+        started=started,
+    )
     # Everything after the user's message is stored runs inside this try, reading the history
     # included: whatever fails, the message gets an error answer (invariant 6).
     try:
-        return _answer(
-            agent=agent,
-            conversation=conversation,
-            user_message=user_message,
-            history=_stored_history(conversation=conversation, before=user_message) if history is None else history,
-            on_delta=on_delta,
-            max_tokens=min(max_tokens or agent.answer_token_limit, agent.answer_token_limit),
-            temperature=agent.temperature if temperature is None else temperature,
-            started=started,
+        turn.prepare(
+            history=_stored_history(conversation=conversation, before=user_message) if history is None else history
         )
-    except ConversationNotFound:
-        raise  # deleted during the turn: its question went with it, there is nothing to answer
-    except (BackendError, CacheCoreError) as exc:
-        reason = exc.message if isinstance(exc, BackendError) else str(exc)
-        # A server that is down or slow may answer later; one that refused the request (a 4xx) or
-        # an agent without its API key will not, until someone changes something.
-        failure: type[TurnFailed] = (
-            ModelRejected
-            if isinstance(exc, BackendError) and not isinstance(exc, BackendUnavailable)
-            else ModelUnavailable
-        )
-        logger.warning(
-            "chat turn failed",
-            extra={"agent": agent.slug, "conversation": conversation.pk, "code": failure.code, "reason": reason},
-        )
-        failed = _store_error(conversation=conversation, code=failure.code, reason=reason, started=started)
-        metrics.observe_turn(agent=agent.slug, ok=False)
-        if failed is None:
-            raise  # TurnFailed promises a stored error answer; there is none
-        # Its message is the public text of its kind; the reason is in the log line above, the
-        # error answer and the exception chain.
-        raise failure(conversation_id=conversation.pk, message_id=failed.pk) from exc
     except Exception as exc:
+        turn.fail(exc)
+    return turn
+
+
+@dataclass
+class OpenTurn:
+    """A turn whose question is stored, between `open_turn` and its answer (`finish`) or error (`fail`)."""
+
+    agent: Agent
+    conversation: Conversation
+    user_message: Message
+    max_tokens: int
+    temperature: float
+    started: float
+    retrieval_ms: float = 0.0
+    backend: Backend = field(init=False)
+    prompt: Prompt = field(init=False)
+    batch: LookupBatch = field(init=False)
+    chunks: list[ContextChunk] = field(init=False)
+
+    def prepare(self, *, history: Sequence[tuple[str, str]]) -> None:
+        agent = self.agent
+        policy = agent.ttl_policy
+        tokenizer = get_tokenizer(agent.tokenizer_spec)
+
+        retrieval_started = time.perf_counter()
+        retrieved = search_chunks(agent=agent, query=self.user_message.content, limit=agent.top_k)
+        self.retrieval_ms = _ms_since(retrieval_started)
+
+        # Each chunk's stored content_hash is text_digest(chunk.text): agents.knowledge computes it from
+        # the same string when it writes the chunk, its only writer, and a document edit rewrites both.
+        # The cache key is therefore the one hashing r.text would give, without a sha256 per chunk per turn.
+        # (A raw UPDATE of Chunk.text outside agents.knowledge must set content_hash too, or turns
+        # would read the old text's tokens: the full-text index follows such writes, the key does not.)
+        self.batch = get_many(
+            tokenizer,
+            [r.text for r in retrieved],
+            ttl=policy.ttl_seconds,
+            sliding=policy.sliding,
+            agent=agent.slug,
+            digests=[r.content_hash for r in retrieved],
+        )
+        self.chunks = [
+            ContextChunk(
+                chunk_id=r.chunk_id,
+                document_id=r.document_id,
+                title=r.title,
+                text=r.text,
+                score=r.score,
+                token_ids=item.ids,
+            )
+            for r, item in zip(retrieved, self.batch.items, strict=True)
+        ]
+        self.prompt = build_prompt(
+            tokenizer=tokenizer,
+            system_prompt=agent.system_prompt,
+            chunks=self.chunks,
+            history=history,
+            question=self.user_message.content,
+            budget=agent.prompt_token_budget,
+        )
+        self.backend = backend_for(agent)
+
+    def finish(self, generation: Generation, *, generation_ms: float) -> TurnResult:
+        """Store the answer and count the turn; a failure to store is handled as `fail` handles any."""
+        try:
+            return self._finish(generation, generation_ms=generation_ms)
+        except Exception as exc:
+            self.fail(exc)
+
+    def _finish(self, generation: Generation, *, generation_ms: float) -> TurnResult:
+        agent, prompt = self.agent, self.prompt
+        citations = _citations(prompt, generation)
+        answer = _store_answer(
+            conversation=self.conversation,
+            prompt=prompt,
+            batch=self.batch,
+            chunks=self.chunks,
+            generation=generation,
+            citations=citations,
+            timings={"retrieval_ms": self.retrieval_ms, "generation_ms": generation_ms},
+            started=self.started,
+        )
+        metrics.observe_turn(
+            agent=agent.slug,
+            ok=True,
+            lookup_ms=answer.lookup_ms,
+            context_tokens=answer.context_tokens,
+            stage_ms={
+                "retrieval": answer.retrieval_ms,
+                "lookup": answer.lookup_ms,
+                "generation": answer.generation_ms,
+                "total": answer.total_ms,
+            },
+        )
+        return TurnResult(
+            conversation=self.conversation,
+            user_message=self.user_message,
+            answer_message=answer,
+            answer=answer.content,
+            citations=citations,
+            cache={
+                "hits": answer.cache_hits,
+                "misses": answer.cache_misses,
+                "bypassed": answer.cache_bypassed,
+                "tokens_from_cache": answer.tokens_from_cache,
+                "tokens_tokenized": answer.tokens_tokenized,
+                "lookup_ms": answer.lookup_ms,
+            },
+            timings={
+                "retrieval_ms": answer.retrieval_ms,
+                "tokens_ms": answer.lookup_ms,
+                "generation_ms": answer.generation_ms,
+                "total_ms": answer.total_ms,
+            },
+            usage={"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
+        )
+
+    def fail(self, exc: Exception) -> NoReturn:
+        """Store the error answer of `exc`, count the turn, and raise what the caller should see."""
+        agent, conversation = self.agent, self.conversation
+        if isinstance(exc, ConversationNotFound):
+            raise exc  # deleted during the turn: its question went with it, there is nothing to answer
+        if isinstance(exc, BackendError | CacheCoreError):
+            reason = exc.message if isinstance(exc, BackendError) else str(exc)
+            # A server that is down or slow may answer later; one that refused the request (a 4xx) or
+            # an agent without its API key will not, until someone changes something.
+            failure: type[TurnFailed] = (
+                ModelRejected
+                if isinstance(exc, BackendError) and not isinstance(exc, BackendUnavailable)
+                else ModelUnavailable
+            )
+            logger.warning(
+                "chat turn failed",
+                extra={"agent": agent.slug, "conversation": conversation.pk, "code": failure.code, "reason": reason},
+            )
+            failed = _store_error(conversation=conversation, code=failure.code, reason=reason, started=self.started)
+            metrics.observe_turn(agent=agent.slug, ok=False)
+            if failed is None:
+                raise exc  # TurnFailed promises a stored error answer; there is none
+            # Its message is the public text of its kind; the reason is in the log line above, the
+            # error answer and the exception chain.
+            raise failure(conversation_id=conversation.pk, message_id=failed.pk) from exc
         reason = f"{INTERNAL_ERROR_MESSAGE} ({type(exc).__name__})"
-        _store_error(conversation=conversation, code=INTERNAL_ERROR_CODE, reason=reason, started=started)
+        _store_error(conversation=conversation, code=INTERNAL_ERROR_CODE, reason=reason, started=self.started)
         metrics.observe_turn(agent=agent.slug, ok=False)
-        raise
+        raise exc
 
 
 def _validated(message: object) -> str:
@@ -202,110 +424,6 @@ def _listener(on_delta: OnDelta | None) -> OnDelta | None:
                 logger.info("caller stopped listening; the answer will still be stored", exc_info=True)
 
     return deliver
-
-
-def _answer(
-    *,
-    agent: Agent,
-    conversation: Conversation,
-    user_message: Message,
-    history: Sequence[tuple[str, str]],
-    on_delta: OnDelta | None,
-    max_tokens: int,
-    temperature: float,
-    started: float,
-) -> TurnResult:
-    policy = agent.ttl_policy
-    tokenizer = get_tokenizer(agent.tokenizer_spec)
-
-    retrieval_started = time.perf_counter()
-    retrieved = search_chunks(agent=agent, query=user_message.content, limit=agent.top_k)
-    retrieval_ms = _ms_since(retrieval_started)
-
-    # Each chunk's stored content_hash is text_digest(chunk.text): agents.knowledge computes it from
-    # the same string when it writes the chunk, its only writer, and a document edit rewrites both.
-    # The cache key is therefore the one hashing r.text would give, without a sha256 per chunk per turn.
-    # (A raw UPDATE of Chunk.text outside agents.knowledge must set content_hash too, or turns
-    # would read the old text's tokens: the full-text index follows such writes, the key does not.)
-    batch = get_many(
-        tokenizer,
-        [r.text for r in retrieved],
-        ttl=policy.ttl_seconds,
-        sliding=policy.sliding,
-        agent=agent.slug,
-        digests=[r.content_hash for r in retrieved],
-    )
-    chunks = [
-        ContextChunk(
-            chunk_id=r.chunk_id,
-            document_id=r.document_id,
-            title=r.title,
-            text=r.text,
-            score=r.score,
-            token_ids=item.ids,
-        )
-        for r, item in zip(retrieved, batch.items, strict=True)
-    ]
-    prompt = build_prompt(
-        tokenizer=tokenizer,
-        system_prompt=agent.system_prompt,
-        chunks=chunks,
-        history=history,
-        question=user_message.content,
-        budget=agent.prompt_token_budget,
-    )
-
-    generation_started = time.perf_counter()
-    generation = backend_for(agent).generate(
-        prompt, max_tokens=max_tokens, temperature=temperature, on_delta=_listener(on_delta)
-    )
-    generation_ms = _ms_since(generation_started)
-
-    citations = _citations(prompt, generation)
-    answer = _store_answer(
-        conversation=conversation,
-        prompt=prompt,
-        batch=batch,
-        chunks=chunks,
-        generation=generation,
-        citations=citations,
-        timings={"retrieval_ms": retrieval_ms, "generation_ms": generation_ms},
-        started=started,
-    )
-    metrics.observe_turn(
-        agent=agent.slug,
-        ok=True,
-        lookup_ms=answer.lookup_ms,
-        context_tokens=answer.context_tokens,
-        stage_ms={
-            "retrieval": answer.retrieval_ms,
-            "lookup": answer.lookup_ms,
-            "generation": answer.generation_ms,
-            "total": answer.total_ms,
-        },
-    )
-    return TurnResult(
-        conversation=conversation,
-        user_message=user_message,
-        answer_message=answer,
-        answer=answer.content,
-        citations=citations,
-        cache={
-            "hits": answer.cache_hits,
-            "misses": answer.cache_misses,
-            "bypassed": answer.cache_bypassed,
-            "tokens_from_cache": answer.tokens_from_cache,
-            "tokens_tokenized": answer.tokens_tokenized,
-            "lookup_ms": answer.lookup_ms,
-        },
-        timings={
-            "retrieval_ms": answer.retrieval_ms,
-            "tokens_ms": answer.lookup_ms,
-            "generation_ms": answer.generation_ms,
-            "total_ms": answer.total_ms,
-        },
-        usage={"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
-    )
 
 
 def _citations(prompt: Prompt, generation: Generation) -> list[dict[str, Any]]:

@@ -1,14 +1,17 @@
-"""One chat turn in a worker thread, its deltas handed over as events, for streaming interfaces.
+"""One chat turn run apart from its listener, its deltas handed over as events, for streaming interfaces.
 
-The SSE view and the websocket consumer must stream while `run_turn` (synchronous,
-database-bound) runs. The turn runs in a bounded pool of worker threads and always runs
-to the end, whoever listens: a client that goes away mid-answer cancels only the
-forwarding, never the turn, so the answer is stored (design invariant 6).
+The SSE view and the websocket consumer must stream while the turn runs. A turn whose backend
+waits on a model server runs as `arun_turn` on the process's turn loop (`agents.turn_loop`): its
+database work takes a pool thread for milliseconds, its generation no thread at all, so hundreds
+of streams wait at once. A turn of a computing backend (extractive) runs `run_turn` whole in one
+pool thread. Either way the turn runs to the end, whoever listens: a client that goes away
+mid-answer cancels only the forwarding, never the turn, so the answer is stored (design
+invariant 6).
 
-No thread ever waits for a listener: the turn's thread appends each event and wakes an
-asynchronous listener with `loop.call_soon_threadsafe`. (Waiting with `asyncio.to_thread`
-would park one thread of the event loop's small default executor per open stream, so a few
-slow streams would stall every other stream and websocket in the process.)
+No thread ever waits for a listener: the turn appends each event and wakes an asynchronous
+listener with `loop.call_soon_threadsafe`. (Waiting with `asyncio.to_thread` would park one
+thread of the event loop's small default executor per open stream, so a few slow streams would
+stall every other stream and websocket in the process.)
 """
 
 from __future__ import annotations
@@ -18,16 +21,13 @@ import contextlib
 import queue
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import close_old_connections
+from django.conf import settings
 
-from agents.chat import TurnResult, run_turn
-
-# Bounded, so a flood of streaming requests queues instead of opening a database connection each.
-_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="chat-turn")
+from agents import turn_loop
+from agents.chat import TurnResult, arun_turn, generates_async, run_turn
 
 
 @dataclass(frozen=True)
@@ -62,20 +62,32 @@ class TurnStream:
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     def start(self) -> TurnStream:
-        _pool.submit(self._run)
+        # TOKENCACHE_STREAM_IN_THREADS: the former way, a pool thread per turn for its whole
+        # generation; kept for the benchmark's before/after (bench/concurrency.py), off by default.
+        if generates_async(self._kwargs["agent"]) and not getattr(settings, "TOKENCACHE_STREAM_IN_THREADS", False):
+            turn_loop.submit(self._arun())
+        else:
+            turn_loop.turn_pool().submit(turn_loop.closing_connections(self._run))
         return self
 
     def _run(self) -> None:
-        # A pool thread is a long-lived thread: treat each turn like a request for connection handling.
-        close_old_connections()
         try:
-            result = run_turn(**self._kwargs, on_delta=lambda text: self._put(Delta(text)))
+            result = run_turn(**self._kwargs, on_delta=self._delta)
         except BaseException as error:
             self._put(Failed(error))
         else:
             self._put(Done(result))
-        finally:
-            close_old_connections()
+
+    async def _arun(self) -> None:
+        try:
+            result = await arun_turn(**self._kwargs, on_delta=self._delta)
+        except BaseException as error:
+            self._put(Failed(error))
+        else:
+            self._put(Done(result))
+
+    def _delta(self, text: str) -> None:
+        self._put(Delta(text))
 
     def _put(self, event: Event) -> None:
         with self._arrived:

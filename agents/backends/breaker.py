@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 
 from agents.backends.base import BackendUnavailable
-from cachecore.breaker import Breaker, BreakerEvent, State
+from cachecore.breaker import Breaker, BreakerEvent, BreakerOpen, State
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +56,18 @@ def breaker_for(base_url: str) -> Breaker:
                 counts_as_failure=_is_server_trouble,
             )
         return breaker
+
+
+@contextmanager
+def loop_guard(breaker: Breaker) -> Iterator[None]:
+    """`breaker.guard()` for a block that awaits, where many calls share one thread.
+
+    The breaker tells its half-open trial from other calls by thread; on an event loop every call
+    is on the loop's thread, and a refused call would end the trial's claim as if it were the trial.
+    While a trial is in flight, refuse here, before entering the guard. No await separates this
+    check from the guard's own admission, so no other call on the loop can slip in between.
+    """
+    if breaker._trial_thread is not None:
+        raise BreakerOpen(breaker.name, retry_in=0.0)
+    with breaker.guard():
+        yield

@@ -5,6 +5,11 @@ of `/v1/completions`, so nothing is re-tokenized and the prefix cache sees the s
 every turn; with `return_token_ids` vLLM echoes the IDs it used, which is the drift check.
 Any other server gets the chat form on `/v1/chat/completions`. Both are streamed.
 
+The stream is read with a pooled `httpx.AsyncClient` (`clients.py`) on the running loop
+(`agenerate`), so a turn that waits on the model holds no thread; `generate` runs the same
+coroutine on the process's turn loop for synchronous callers: one implementation, kept-alive
+connections for both.
+
 Every failure becomes a `BackendError` with a message fit for the user: the server being
 down, slow or failing (5xx, broken stream) is `BackendUnavailable` and counts towards the
 server's circuit breaker; a request it rejects (4xx) does not, since retrying cannot help.
@@ -12,9 +17,13 @@ server's circuit breaker; a request it rejects (4xx) does not, since retrying ca
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import queue
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +39,9 @@ from agents.backends.base import (
     OnDelta,
     Prompt,
 )
-from agents.backends.breaker import breaker_for
+from agents.backends.breaker import breaker_for, loop_guard
+from agents.backends.clients import async_client
+from agents.turn_loop import on_turn_loop, run_in_turn_loop, submit
 from agents.validators import api_key_env_refusal, server_root_refusal
 from cachecore.breaker import BreakerOpen
 
@@ -38,6 +49,9 @@ if TYPE_CHECKING:
     from cachecore.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
+
+# How long to wait for the end of a response after its `[DONE]`, to keep the connection.
+DRAIN_SECONDS = 1.0
 
 
 @dataclass
@@ -63,6 +77,7 @@ class OpenAIBackend:
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         total_timeout: float | None = None,
+        cache_salt: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -75,6 +90,8 @@ class OpenAIBackend:
         self.read_timeout = read_timeout if read_timeout is not None else settings.TOKENCACHE_MODEL_READ_TIMEOUT
         # The read timeout bounds only the gap between pieces; this bounds the whole answer.
         self.total_timeout = total_timeout if total_timeout is not None else settings.TOKENCACHE_MODEL_TOTAL_TIMEOUT
+        # vLLM's `cache_salt`: prompts with different salts never share prefix-cache (KV) blocks.
+        self.cache_salt = cache_salt
 
     @property
     def name(self) -> str:
@@ -83,6 +100,30 @@ class OpenAIBackend:
     def generate(
         self, prompt: Prompt, *, max_tokens: int, temperature: float, on_delta: OnDelta | None = None
     ) -> Generation:
+        """`agenerate`, for a synchronous caller: run on the turn loop, so it reuses its pooled connections.
+
+        `on_delta` is called in the caller's thread, as each piece arrives; if it raises, the
+        stream is abandoned and its error propagates.
+        """
+        if on_delta is None:
+            return run_in_turn_loop(self.agenerate(prompt, max_tokens=max_tokens, temperature=temperature))
+        if on_turn_loop():
+            raise RuntimeError("OpenAIBackend.generate() would block the turn loop; await agenerate() instead")
+        pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        answer = submit(self.agenerate(prompt, max_tokens=max_tokens, temperature=temperature, on_delta=pieces.put))
+        answer.add_done_callback(lambda _: pieces.put(None))  # after the last piece: the stream has ended
+        while (text := pieces.get()) is not None:
+            try:
+                on_delta(text)
+            except BaseException:
+                answer.cancel()
+                raise
+        return answer.result()
+
+    async def agenerate(
+        self, prompt: Prompt, *, max_tokens: int, temperature: float, on_delta: OnDelta | None = None
+    ) -> Generation:
+        """Answer on the running loop: the stream is awaited, no thread is held while the server writes."""
         # Checked here too, like the key's variable: a row written around the admin must not
         # send the key and the prompt to whatever path a query in its URL names.
         refusal = server_root_refusal(self.base_url)
@@ -107,12 +148,14 @@ class OpenAIBackend:
         else:
             path = "/v1/chat/completions"
             payload["messages"] = prompt.messages
+        if self.cache_salt:
+            payload["cache_salt"] = self.cache_salt
         body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
         try:
             # The whole stream is read inside the guard, so a broken stream counts as a failure.
-            with breaker_for(self.base_url).guard():
-                stream = self._post(path, body, headers, on_delta)
+            with loop_guard(breaker_for(self.base_url)):
+                stream = await self._post(path, body, headers, on_delta)
         except BreakerOpen as exc:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} failed repeatedly; not calling it again for "
@@ -137,27 +180,29 @@ class OpenAIBackend:
             )
         return key
 
-    def _post(self, path: str, body: bytes, headers: dict[str, str], on_delta: OnDelta | None) -> _Stream:
+    async def _post(self, path: str, body: bytes, headers: dict[str, str], on_delta: OnDelta | None) -> _Stream:
         url = self.base_url + path
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=self.connect_timeout)
         stream = _Stream()
         deadline = time.monotonic() + self.total_timeout
         try:
-            with (
-                httpx.Client(timeout=timeout) as client,
-                client.stream("POST", url, content=body, headers=headers) as response,
-            ):
+            client = async_client(self.base_url)
+            request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
+            response = await client.send(request, stream=True)
+            draining = False
+            try:
                 if response.status_code >= 400:
-                    response.read()
+                    await response.aread()
                     raise self._status_error(response)
                 if response.headers.get("content-type", "").startswith("application/json"):
                     # Some servers ignore `stream`; one JSON answer is as good.
-                    response.read()
+                    await response.aread()
                     self._absorb(stream, self._decode(response.content), on_delta)
                     stream.finished = True
                 else:
+                    lines = response.aiter_lines()
                     # Checked on every line, keep-alive comments included: trickling cannot outlast it.
-                    for line in response.iter_lines():
+                    async for line in lines:
                         if time.monotonic() > deadline:
                             raise BackendUnavailable(
                                 f"The model server at {self.base_url} did not finish its answer "
@@ -170,6 +215,14 @@ class OpenAIBackend:
                             stream.finished = True
                             break
                         self._absorb(stream, self._decode(data), on_delta)
+                    if stream.finished:
+                        # The answer is complete; reading the rest must not delay it.
+                        _draining.add(task := asyncio.ensure_future(_drain(response, lines)))
+                        task.add_done_callback(_draining.discard)
+                        draining = True
+            finally:
+                if not draining:
+                    await response.aclose()
         except httpx.ConnectTimeout:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} did not accept a connection within {self.connect_timeout:g} s."
@@ -270,6 +323,25 @@ class OpenAIBackend:
         if self.tokenizer is None:
             return len(text.split())
         return len(self.tokenizer.encode(text))
+
+
+async def _drain(response: httpx.Response, lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (the body's last chunk), so the connection goes back to the pool.
+
+    A response closed unread is a connection closed. Bounded: a server that keeps the stream open
+    after `[DONE]` costs a new connection next time, never the answer.
+    """
+    try:
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in lines:
+                    pass
+    finally:
+        await response.aclose()
+
+
+# Drains in progress: the loop keeps only weak references to its tasks.
+_draining: set[asyncio.Future[None]] = set()
 
 
 def _sse_data(line: str) -> str | None:
