@@ -61,6 +61,17 @@ class Table:
     note: str = ""
 
 
+NOT_MEASURED = "not measured yet"
+
+
+def _saved(bucket: Bucket) -> str:
+    # Tokens came from the cache but no tokenizer cost was known yet (the rollup times each
+    # tokenizer): unknown, never "0 ms".
+    if bucket.tokens_from_cache and not bucket.tokenize_ms_saved:
+        return NOT_MEASURED
+    return format_saved(bucket.tokenize_ms_saved)
+
+
 def _ratio(value: float) -> str:
     return f"{value:.0%}"
 
@@ -133,7 +144,7 @@ def hit_rate_table(figures: WindowFigures, agents: dict[int, Agent], scope: Scop
             x_format=x_format,
             markers=chart_markers,
         ),
-        legend=svg.legend([line.name for line in lines] + (["TTL policy change"] if chart_markers else [])),
+        legend=svg.legend([line.name for line in lines], marker="TTL policy change" if chart_markers else ""),
         note=note,
     )
 
@@ -164,13 +175,10 @@ def tokens_table(figures: WindowFigures) -> Table:
         title=title,
         header=["tokens_from_cache", "tokens_tokenized", "tokenize_ms_saved"],
         rows=[[t.tokens_from_cache, t.tokens_tokenized, round(t.tokenize_ms_saved, 3)]],
-        shown=[
-            [format_count(t.tokens_from_cache), format_count(t.tokens_tokenized), format_saved(t.tokenize_ms_saved)]
-        ],
+        shown=[[format_count(t.tokens_from_cache), format_count(t.tokens_tokenized), _saved(t)]],
         chart=svg.bar_chart(title=title, desc=title, bars=bars, value_format=format_count),
         note=(
-            f"Tokenization time saved: {format_saved(t.tokenize_ms_saved)} "
-            "(tokens from cache times each tokenizer's measured cost per token)."
+            f"Tokenization time saved: {_saved(t)} (tokens from cache times each tokenizer's measured cost per token)."
         ),
     )
 
@@ -270,7 +278,7 @@ def agents_table(figures: WindowFigures, agents: dict[int, Agent]) -> Table:
                 format_count(r[6]),
                 format_count(r[7]),
                 format_count(r[8]),
-                format_saved(r[9]),
+                format_saved(r[9]) if r[9] or not r[8] else NOT_MEASURED,
             ]
             for r in rows
         ],

@@ -69,8 +69,11 @@ def line_chart(
             )
     if len(x) >= 2:
         span = (x[-1] - x[0]).total_seconds() or 1.0
+        step = (x[1] - x[0]).total_seconds()
         for moment, label in markers:
             offset = (moment - x[0]).total_seconds() / span
+            if offset > 1 and (moment - x[-1]).total_seconds() < step:
+                offset = 1.0  # within the last bucket, drawn at its point
             if 0 <= offset <= 1:
                 mx = _num(LEFT + plot_w * offset)
                 parts.append(
@@ -96,11 +99,13 @@ def line_chart(
     return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
 
 
-def legend(names: Sequence[str]) -> SafeString:
+def legend(names: Sequence[str], *, marker: str = "") -> SafeString:
     items = "".join(
         f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>{escape(name)}</li>'
         for i, name in enumerate(names)
     )
+    if marker:
+        items += f'<li><span class="swatch swatch--marker"></span>{escape(marker)}</li>'
     return mark_safe(f'<ul class="legend">{items}</ul>')  # noqa: S308 - names are escaped
 
 
