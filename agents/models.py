@@ -331,6 +331,7 @@ class TTLRecommendation(models.Model):
     applied_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
+        verbose_name = "TTL recommendation"
         ordering = ["-created", "-id"]
         indexes = [models.Index(fields=["policy", "-created"])]
 
@@ -365,6 +366,7 @@ class TTLPolicyChange(models.Model):
     reason = models.TextField(blank=True)
 
     class Meta:
+        verbose_name = "TTL policy change"
         ordering = ["-at", "-id"]
 
     def __str__(self) -> str:

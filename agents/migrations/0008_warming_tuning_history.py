@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                 ('policy', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='agents.ttlpolicy')),
             ],
             options={
+                'verbose_name': 'TTL policy change',
                 'ordering': ['-at', '-id'],
             },
         ),
@@ -78,6 +79,7 @@ class Migration(migrations.Migration):
                 ('policy', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='recommendations', to='agents.ttlpolicy')),
             ],
             options={
+                'verbose_name': 'TTL recommendation',
                 'ordering': ['-created', '-id'],
                 'indexes': [models.Index(fields=['policy', '-created'], name='agents_ttlr_policy__304b7a_idx')],
             },
