@@ -5,8 +5,8 @@ waits on a model server runs as `arun_turn` on the process's turn loop (`agents.
 database work takes a pool thread for milliseconds, its generation no thread at all, so hundreds
 of streams wait at once. A turn of a computing backend (extractive) runs `run_turn` whole in one
 pool thread. Either way the turn runs to the end, whoever listens: a client that goes away
-mid-answer cancels only the forwarding, never the turn, so the answer is stored (design
-invariant 6).
+mid-answer cancels only the forwarding, never the turn, so the answer is stored
+(invariant 6, docs/architecture.md).
 
 No thread ever waits for a listener: the turn appends each event and wakes an asynchronous
 listener with `loop.call_soon_threadsafe`. (Waiting with `asyncio.to_thread` would park one

@@ -8,7 +8,7 @@ the answer) run in a bounded pool of threads (`in_turn_thread`), each call treat
 for connection handling.
 
 The loop is the process's own, not the server's: a turn must run to the end whoever listens
-(design invariant 6), whatever loop a view or consumer runs on, and a test client's short-lived
+(invariant 6, docs/architecture.md), whatever loop a view or consumer runs on, and a test client's short-lived
 loop must not take a turn down with it. Created on first use, so a forked worker makes its own.
 """
 
