@@ -36,8 +36,10 @@ def rolled_up_hit_rate(outer: str, *, by: str) -> Any:
         return Coalesce(Subquery(summed), Value(0))
 
     hits, misses = total("hits"), total("misses")
-    # NULL, not a division by zero (PostgreSQL raises), when there were no lookups: sorted last.
-    return Cast(hits, FloatField()) / NullIf(Cast(hits + misses, FloatField()), Value(0.0))
+    # No lookups: -1, below every rate, so both databases sort those rows the same way (NULLs
+    # sort last in SQLite and first in PostgreSQL), and NullIf spares PostgreSQL a division by zero.
+    rate = Cast(hits, FloatField()) / NullIf(Cast(hits + misses, FloatField()), Value(0.0))
+    return Coalesce(rate, Value(-1.0), output_field=FloatField())
 
 
 def policy_summary(policy_id: int, key: str) -> AgentSummary:
