@@ -176,3 +176,25 @@ def breaker_state_label(state: str, *, stale: bool) -> str:
     """The one way a breaker state is named; an old record says so, it is never just "Closed"."""
     name = BREAKER_STATES.get(state, state)
     return f"{name} (stale record)" if stale else name
+
+
+_POLICY_FIELDS = {
+    "ttl_seconds": "TTL",
+    "min_ttl_seconds": "minimum TTL",
+    "max_ttl_seconds": "maximum TTL",
+    "expiry_mode": "expiry mode",
+    "auto_apply": "tuner applies",
+}
+
+
+def describe_policy_change(field: str, old: str, new: str) -> str:
+    """ "TTL 1 h → 2 h": a recorded TTL policy change in words and human units."""
+
+    def shown(value: str) -> str:
+        if field.endswith("_seconds") and value.isdigit():
+            return format_duration(int(value))
+        if field == "auto_apply":
+            return "on" if value == "True" else "off"
+        return value
+
+    return f"{_POLICY_FIELDS.get(field, field)} {shown(old)} → {shown(new)}"

@@ -98,3 +98,9 @@ class PolicyChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy_id} {self.field}: {self.old} -> {self.new}"
+
+    @property
+    def description(self) -> str:
+        from dashboards.figures import describe_policy_change
+
+        return describe_policy_change(self.field, self.old, self.new)

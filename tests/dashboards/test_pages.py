@@ -33,7 +33,7 @@ def test_a_ttl_edit_is_recorded_and_marked_on_the_policys_hit_rate_charts(demo: 
     assert (change.field, change.old, change.new) == ("ttl_seconds", "3600", "7200")
 
     page = _client(vera).get(f"/dashboards/policies/{policy.pk}/").content.decode()
-    assert 'class="marker"' in page and "ttl_seconds 3600 → 7200" in page
+    assert 'class="marker"' in page and "support: TTL 1 h → 2 h" in page
     agent_page = _client(vera).get("/dashboards/agents/support/").content.decode()
     assert 'class="marker"' in agent_page
 
