@@ -1,6 +1,6 @@
 # Tokencache: `make run` starts everything, `make test` runs the suite on SQLite, then on
 # PostgreSQL (`make test-postgres`). Both set up first.
-.PHONY: run test test-postgres lint bench bench-cache bench-dashboards bench-warming setup setup-dev setup-postgres check-deploy clean
+.PHONY: run test test-postgres test-cluster lint bench bench-cache bench-dashboards bench-warming setup setup-dev setup-postgres check-deploy clean
 
 setup:
 	scripts/bootstrap.sh runtime
@@ -22,6 +22,12 @@ test: setup-dev
 # and delete afterwards (tests/postgres_plugin.py): production's database, same code.
 test-postgres: setup-postgres
 	TOKENCACHE_TEST_POSTGRES=1 .venv/bin/pytest $(PYTEST_ARGS)
+
+# Past one Redis, on loopback: a 3-primary, 3-replica Redis Cluster and a Sentinel deployment
+# that the tests start (tests/cluster_plugin.py). The cache core's specifications on the
+# cluster, then primaries killed under load. `make test` deselects these (`cluster` marker).
+test-cluster: setup-dev
+	.venv/bin/pytest -m cluster $(PYTEST_ARGS)
 
 lint: setup-dev
 	.venv/bin/ruff check .

@@ -13,17 +13,26 @@ tokenizing (figures: docs/cachecore.md, "Round trips").
 
 Every round trip goes through the breaker. A Redis error or an open breaker never
 reaches the caller: the affected texts are tokenized here and come back as BYPASS.
+
+On a Redis Cluster (`RedisCluster` client) each round trip becomes one pipelined batch
+per node involved, written to every node before any reply is read, so the nodes work in
+parallel and a trip costs about as long as the slowest node's: multi-key commands (MGET,
+DEL, UNLINK, the release script) are split per hash slot and their replies put back in
+order. Keys keep their layout (no hash tags): a text's claim usually lives on another
+node than its value, which single-flight does not need (docs/deploy.md).
 """
 
 import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -78,6 +87,59 @@ def _release_own(locks: Sequence[bytes], token: str) -> tuple[Any, ...]:
     return ("EVAL", _RELEASE_OWN_CLAIMS, len(locks), *locks, token)
 
 
+# Commands whose every argument is a key, and how their per-slot replies combine.
+_ALL_KEYS_LISTED = {"MGET": "list", "DEL": "sum", "UNLINK": "sum", "EXISTS": "sum"}
+
+# One command's share of a cluster round trip: (node name, index in that node's batch,
+# positions of its keys in the original command).
+_Part = tuple[str, int, list[int]]
+
+
+def _slot_of(key: bytes | str) -> int:
+    return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+def _split_by_slot(command: tuple[Any, ...]) -> list[tuple[int, tuple[Any, ...], list[int]]]:
+    """`command` as one command per hash slot: (slot, command, positions of its keys)."""
+    name = command[0]
+    if name in _ALL_KEYS_LISTED:
+        groups: dict[int, list[int]] = {}
+        for position, key in enumerate(command[1:]):
+            groups.setdefault(_slot_of(key), []).append(position)
+        return [(slot, (name, *[command[1 + p] for p in positions]), positions) for slot, positions in groups.items()]
+    if name == "EVAL":  # the release script: the same ARGV for every slot's share of KEYS
+        count = int(command[2])
+        keys, argv = command[3 : 3 + count], command[3 + count :]
+        groups = {}
+        for position, key in enumerate(keys):
+            groups.setdefault(_slot_of(key), []).append(position)
+        return [
+            (slot, ("EVAL", command[1], len(positions), *[keys[p] for p in positions], *argv), positions)
+            for slot, positions in groups.items()
+        ]
+    return [(_slot_of(command[1]), command, [0])]  # one key, in first place (SET, EXPIRE, STRLEN, GETRANGE)
+
+
+def _merge(command: tuple[Any, ...], parts: list[_Part], replies: dict[str, list[Any]]) -> Any:
+    how = _ALL_KEYS_LISTED.get(command[0])
+    if how == "list":
+        merged: list[Any] = [None] * (len(command) - 1)
+        for node, index, positions in parts:
+            for position, value in zip(positions, replies[node][index], strict=True):
+                merged[position] = value
+        return merged
+    if how == "sum":
+        return sum(int(replies[node][index]) for node, index, _ in parts)
+    node, index, _ = parts[0]
+    return replies[node][index]
+
+
+def _pack(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    if _hiredis_pack is not None:
+        return [b"".join([_hiredis_pack(command) for command in commands])]
+    return cast(list[bytes], connection.pack_commands(commands))
+
+
 def _id_width(tokenizer: Tokenizer) -> int | None:
     n_vocab = getattr(tokenizer, "n_vocab", None)
     return codec.width_for(n_vocab - 1) if n_vocab else None
@@ -95,7 +157,7 @@ class TokenStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: "redis.Redis | RedisCluster",
         *,
         breaker: Breaker,
         max_value_bytes: int = 1024 * 1024,
@@ -108,6 +170,10 @@ class TokenStore:
         # How long a claim on a missing text lasts; waiters give up after as long.
         self.lock_seconds = lock_seconds
         self.clock = clock  # paces and ends the wait on another lookup's claim
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        # Set after a failed cluster trip: the slot map is re-read (CLUSTER SLOTS) before the
+        # next one, so a replica promoted by a failover is found without a restart.
+        self._topology_stale = False
 
     @classmethod
     def from_url(
@@ -120,15 +186,15 @@ class TokenStore:
         read_timeout: float = 5.0,
         **options: Any,
     ) -> "TokenStore":
-        """A store on its own bounded pool (tests, benchmarks, a second Redis)."""
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=connect_timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=read_timeout,
-        )
-        return cls(redis.Redis(connection_pool=pool), breaker=breaker, **options)
+        """A store on its own bounded pool (tests, benchmarks, a second Redis).
+
+        `url` may name one server, a cluster or a Sentinel-managed primary
+        (`cachecore.redis_clients`).
+        """
+        from cachecore.redis_clients import make_client
+
+        client = make_client(url, pool_size=pool_size, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        return cls(client, breaker=breaker, **options)
 
     # -- Redis access ---------------------------------------------------------------
 
@@ -137,19 +203,17 @@ class TokenStore:
 
         Raises BreakerOpen (no network touched) or RedisError (counted, logged).
         """
+        if self._cluster is not None:
+            return self._execute_cluster(operation, commands)
         with self.breaker.guard():
-            pool = self.client.connection_pool
+            pool = cast(redis.Redis, self.client).connection_pool
             try:
                 connection = pool.get_connection()
             except RedisError as exc:
                 self._failed(operation, exc)
                 raise
             try:
-                if _hiredis_pack is not None:
-                    packed = [b"".join([_hiredis_pack(command) for command in commands])]
-                else:
-                    packed = connection.pack_commands(commands)
-                connection.send_packed_command(packed)
+                connection.send_packed_command(_pack(connection, commands))
                 return [connection.read_response() for _ in commands]
             except BaseException as exc:
                 # A half-read reply would poison the next user of this connection.
@@ -159,6 +223,78 @@ class TokenStore:
                 raise
             finally:
                 pool.release(connection)
+
+    def _execute_cluster(self, operation: str, commands: Sequence[tuple[Any, ...]], *, node: Any = None) -> list[Any]:
+        """`_execute` on a cluster: one pipelined batch per node, all sent before any is read.
+
+        `node` sends every command to that node as is (SCAN of one primary).
+        """
+        cluster = cast(RedisCluster, self._cluster)
+        with self.breaker.guard():
+            borrowed: dict[str, tuple[Any, Any]] = {}  # node name -> (pool, connection)
+            try:
+                if self._topology_stale:
+                    cluster.nodes_manager.initialize()
+                    self._topology_stale = False
+                batches: dict[str, list[tuple[Any, ...]]] = {}
+                nodes: dict[str, Any] = {}
+                plan: list[list[_Part]] = []
+                for command in commands:
+                    parts: list[_Part] = []
+                    pieces = [(0, command, [0])] if node is not None else _split_by_slot(command)
+                    for slot, piece, positions in pieces:
+                        target = node if node is not None else cluster.nodes_manager.get_node_from_slot(slot)
+                        batch = batches.setdefault(target.name, [])
+                        nodes[target.name] = target
+                        parts.append((target.name, len(batch), positions))
+                        batch.append(piece)
+                    plan.append(parts)
+                for name, batch in batches.items():
+                    pool = cluster.get_redis_connection(nodes[name]).connection_pool
+                    connection = pool.get_connection()
+                    borrowed[name] = (pool, connection)
+                    connection.send_packed_command(_pack(connection, batch))
+                replies = {
+                    name: [connection.read_response() for _ in batches[name]]
+                    for name, (_, connection) in borrowed.items()
+                }
+            except BaseException as exc:
+                for _, connection in borrowed.values():
+                    connection.disconnect()  # replies may be left unread on any of them
+                if isinstance(exc, RedisError):
+                    # A dead node, a moved slot, a cluster failing over: read the map again.
+                    self._topology_stale = True
+                    self._failed(operation, exc)
+                raise
+            finally:
+                for pool, connection in borrowed.values():
+                    pool.release(connection)
+        if node is not None:
+            return [replies[node.name][index] for index in range(len(commands))]
+        return [_merge(command, parts, replies) for command, parts in zip(commands, plan, strict=True)]
+
+    def _scan(self, operation: str, pattern: str) -> Iterator[list[bytes]]:
+        """Batches of keys matching `pattern`: SCAN on the server, or on every primary of a cluster.
+
+        Raises BreakerOpen or RedisError like `_execute`.
+        """
+        if self._cluster is None:
+            targets: list[Any] = [None]
+        else:
+            if self._topology_stale:
+                self._execute_cluster(operation, [])  # re-reads the slot map, sends nothing
+            targets = self._cluster.get_primaries()
+        for target in targets:
+            cursor: bytes | int = 0
+            while True:
+                command = ("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                if target is None:
+                    cursor, batch = self._execute(operation, command)[0]
+                else:
+                    cursor, batch = self._execute_cluster(operation, [command], node=target)[0]
+                yield batch
+                if int(cursor) == 0:
+                    break
 
     def _failed(self, operation: str, exc: RedisError) -> None:
         metrics.REDIS_ERRORS.labels(operation=operation).inc()
@@ -422,23 +558,18 @@ class TokenStore:
 
     def _delete_matching(self, pattern: str) -> int:
         deleted = 0
-        cursor: bytes | int = 0
-        while True:
-            try:
-                cursor, batch = self._execute("invalidate", ("SCAN", cursor, "MATCH", pattern, "COUNT", 1000))[0]
-            except (BreakerOpen, RedisError):
-                return deleted
-            deleted += self.invalidate_keys(batch)
-            if int(cursor) == 0:
-                return deleted
+        try:
+            for batch in self._scan("invalidate", pattern):
+                deleted += self.invalidate_keys(batch)
+        except (BreakerOpen, RedisError):
+            pass
+        return deleted
 
     def usage(self, *, max_keys: int = 20_000) -> "Usage | None":
         """Entries, bytes and tokens held in Redis (reads headers only). None if unreachable."""
         entries = stored_bytes = tokens = 0
-        cursor: bytes | int = 0
         try:
-            while True:
-                cursor, batch = self._execute("usage", ("SCAN", cursor, "MATCH", ALL_TOKENS_PATTERN, "COUNT", 1000))[0]
+            for batch in self._scan("usage", ALL_TOKENS_PATTERN):
                 if batch:
                     replies = self._execute(
                         "usage", *[("STRLEN", key) for key in batch], *[("GETRANGE", key, 0, 11) for key in batch]
@@ -447,7 +578,8 @@ class TokenStore:
                         entries += 1
                         stored_bytes += int(length)
                         tokens += codec.header_count(header)
-                if int(cursor) == 0 or entries >= max_keys:
-                    return Usage(entries, stored_bytes, tokens, complete=int(cursor) == 0)
+                if entries >= max_keys:
+                    return Usage(entries, stored_bytes, tokens, complete=False)
         except (BreakerOpen, RedisError):
             return None
+        return Usage(entries, stored_bytes, tokens, complete=True)

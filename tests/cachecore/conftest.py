@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
+from redis.cluster import RedisCluster
 
 from cachecore.breaker import Breaker
 from cachecore.clock import SYSTEM, Clock
 from cachecore.store import TokenStore
 from cachecore.tokenizers import Tokenizer, get_tokenizer
+from tests.redis_cluster import ClusterDeployment
 from tests.redis_process import RedisProcess
 from tests.support.clock import FakeClock
 
@@ -82,12 +84,42 @@ def store_on() -> Iterator[StoreFactory]:
 
     yield build
     for store in stores:
-        store.client.connection_pool.disconnect()
+        if isinstance(store.client, RedisCluster):
+            store.client.close()
+        else:
+            store.client.connection_pool.disconnect()
+
+
+class ClusterTarget:
+    """The session's cluster as a test sees it: `url()` for stores, `client()` to look inside."""
+
+    def __init__(self, cluster: ClusterDeployment) -> None:
+        self.cluster = cluster
+        self._client = cluster.client()
+
+    def url(self, db: int = 0) -> str:
+        return self.cluster.url(db)
+
+    def client(self, db: int = 0):  # type: ignore[no-untyped-def]
+        return self._client
+
+
+RedisTarget = RedisProcess | ClusterTarget
+
+
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.cluster)])
+def redis_target(request: pytest.FixtureRequest, redis_server: RedisProcess) -> RedisTarget:
+    """The cache core's specifications run on one Redis and (`make test-cluster`) on a cluster."""
+    if request.param == "single":
+        return redis_server
+    cluster: ClusterDeployment = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return ClusterTarget(cluster)
 
 
 @pytest.fixture
-def store(store_on: StoreFactory, redis_server: RedisProcess) -> TokenStore:
-    return store_on(redis_server.url(0))
+def store(store_on: StoreFactory, redis_target: RedisTarget) -> TokenStore:
+    return store_on(redis_target.url(0))
 
 
 @pytest.fixture(scope="session")

@@ -50,12 +50,12 @@ def _process_lookup(url: str, counter_url: str, barrier, results) -> None:  # ty
     results.put(store.get_many(tokenizer, [TEXT], ttl=TTL).items[0].outcome.value)
 
 
-def test_two_processes_missing_the_same_text_call_the_tokenizer_once(redis_server) -> None:
+def test_two_processes_missing_the_same_text_call_the_tokenizer_once(redis_target, redis_server) -> None:
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(2)
     results = context.Queue()
     children = [
-        context.Process(target=_process_lookup, args=(redis_server.url(0), redis_server.url(5), barrier, results))
+        context.Process(target=_process_lookup, args=(redis_target.url(0), redis_server.url(5), barrier, results))
         for _ in range(2)
     ]
     for child in children:
@@ -68,11 +68,11 @@ def test_two_processes_missing_the_same_text_call_the_tokenizer_once(redis_serve
 
 
 def test_a_hung_claim_holder_is_outwaited_for_lock_seconds_and_the_text_tokenized_here(
-    store_on: StoreFactory, redis_server, counting: CountingTokenizer, clock: FakeClock
+    store_on: StoreFactory, redis_target, counting: CountingTokenizer, clock: FakeClock
 ) -> None:
-    store = store_on(redis_server.url(0), lock_seconds=3.0, clock=clock)
+    store = store_on(redis_target.url(0), lock_seconds=3.0, clock=clock)
     key = token_key(counting.fingerprint, text_digest(TEXT))
-    redis_server.client().set(lock_for(key), "hung-process", px=600_000)  # its holder never finishes
+    redis_target.client().set(lock_for(key), "hung-process", px=600_000)  # its holder never finishes
     started = clock.monotonic()
     item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
     assert clock.monotonic() - started >= 3.0  # waited out on the clock, polling, not on the wall
@@ -81,10 +81,10 @@ def test_a_hung_claim_holder_is_outwaited_for_lock_seconds_and_the_text_tokenize
 
 
 def test_a_claim_that_ends_without_a_value_stops_the_wait_and_the_text_is_tokenized_here(
-    store_on: StoreFactory, redis_server, counting: CountingTokenizer
+    store_on: StoreFactory, redis_target, counting: CountingTokenizer
 ) -> None:
     lock = lock_for(token_key(counting.fingerprint, text_digest(TEXT)))
-    client = redis_server.client()
+    client = redis_target.client()
 
     class HolderDiesAfterAWhile(FakeClock):
         def __init__(self) -> None:
@@ -97,7 +97,7 @@ def test_a_claim_that_ends_without_a_value_stops_the_wait_and_the_text_is_tokeni
                 client.delete(lock)  # its claim expired: the holder died mid-tokenize
 
     clock = HolderDiesAfterAWhile()
-    store = store_on(redis_server.url(0), lock_seconds=3.0, clock=clock)
+    store = store_on(redis_target.url(0), lock_seconds=3.0, clock=clock)
     client.set(lock, "crashed-process", px=600_000)
     item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
     assert 0.01 <= clock.now - clock.started < 0.1  # not the whole lock_seconds
@@ -105,11 +105,11 @@ def test_a_claim_that_ends_without_a_value_stops_the_wait_and_the_text_is_tokeni
 
 
 def test_a_claim_that_expired_and_was_taken_over_is_left_to_its_new_owner(
-    store_on: StoreFactory, redis_server, cl100k
+    store_on: StoreFactory, redis_target, cl100k
 ) -> None:
-    store = store_on(redis_server.url(0))
+    store = store_on(redis_target.url(0))
     lock = lock_for(token_key(cl100k.fingerprint, text_digest(TEXT)))
-    client = redis_server.client()
+    client = redis_target.client()
 
     class OutlivesItsClaim(CountingTokenizer):
         def encode(self, text):  # type: ignore[no-untyped-def]
@@ -123,19 +123,19 @@ def test_a_claim_that_expired_and_was_taken_over_is_left_to_its_new_owner(
     assert 0 < client.pttl(lock) <= 5_000
 
 
-def test_claims_are_released_once_the_values_are_written(store: TokenStore, redis_server, counting) -> None:
+def test_claims_are_released_once_the_values_are_written(store: TokenStore, redis_target, counting) -> None:
     texts = [f"{TEXT} ({n})" for n in range(3)]
     store.get_many(counting, texts, ttl=TTL)
     locks = [lock_for(token_key(counting.fingerprint, text_digest(text))) for text in texts]
-    assert redis_server.client().exists(*locks) == 0
+    assert redis_target.client().exists(*locks) == 0
 
 
 def test_a_text_written_elsewhere_between_lookup_and_claim_is_a_hit_not_a_second_tokenization(
-    store_on: StoreFactory, redis_server, counting: CountingTokenizer, monkeypatch
+    store_on: StoreFactory, redis_target, counting: CountingTokenizer, monkeypatch
 ) -> None:
     # A thread that stalls after its MGET (GIL, a loaded machine) used to find the claim
     # already released by the thread that tokenized, claim it again, and tokenize twice.
-    store, elsewhere = store_on(redis_server.url(0)), store_on(redis_server.url(0))
+    store, elsewhere = store_on(redis_target.url(0)), store_on(redis_target.url(0))
     execute = store._execute
 
     def late_claim(operation: str, *commands):  # type: ignore[no-untyped-def]
@@ -147,4 +147,4 @@ def test_a_text_written_elsewhere_between_lookup_and_claim_is_a_hit_not_a_second
     item = store.get_many(counting, [TEXT], ttl=TTL).items[0]
     assert item.outcome is Outcome.HIT and counting.decode(item.ids) == TEXT
     assert counting.calls == 1
-    assert redis_server.client().exists(lock_for(token_key(counting.fingerprint, text_digest(TEXT)))) == 0
+    assert redis_target.client().exists(lock_for(token_key(counting.fingerprint, text_digest(TEXT)))) == 0

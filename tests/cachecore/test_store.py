@@ -9,8 +9,7 @@ from cachecore import codec
 from cachecore.keys import text_digest, token_key
 from cachecore.store import Outcome, TokenStore
 from cachecore.tokenizers import ServerTokenizer, Tokenizer, get_tokenizer
-from tests.cachecore.conftest import CountingTokenizer, StoreFactory
-from tests.redis_process import RedisProcess
+from tests.cachecore.conftest import CountingTokenizer, RedisTarget, StoreFactory
 from tests.support.fake_model_server import FakeModelServer
 
 TTL = 300
@@ -38,14 +37,14 @@ def test_full_hit_is_one_round_trip_and_partial_miss_three(store: TokenStore, co
 
 
 def test_full_hit_with_a_server_tokenizer_is_one_round_trip(
-    store: TokenStore, model_server: FakeModelServer, redis_server: RedisProcess
+    store: TokenStore, model_server: FakeModelServer, redis_target: RedisTarget
 ) -> None:
     remote = ServerTokenizer(model_server.base_url)
     assert remote.n_vocab is None  # a server exposes no vocabulary, so each value gets its own width
     texts = ["plain words here", "refactoring asynchronous"]  # all IDs < 2**16, then one >= 2**16
     assert [int(remote.encode(text).max()) >= 2**16 for text in texts] == [False, True]
     store.get_many(remote, texts, ttl=TTL)
-    widths = {redis_server.client().getrange(token_key(remote.fingerprint, text_digest(t)), 7, 7) for t in texts}
+    widths = {redis_target.client().getrange(token_key(remote.fingerprint, text_digest(t)), 7, 7) for t in texts}
     assert len(widths) == 2, "the values must have different widths for this test to mean anything"
 
     tokenized_before = len(model_server.requests_to("/tokenize"))
@@ -80,9 +79,9 @@ def _corrupt_each_way(client: redis.Redis, key: bytes, other_tokenizer_value: by
 
 
 def test_corrupt_values_are_deleted_counted_and_retokenized(
-    store: TokenStore, counting: CountingTokenizer, redis_server: RedisProcess, tmp_path
+    store: TokenStore, counting: CountingTokenizer, redis_target: RedisTarget, tmp_path
 ) -> None:
-    client = redis_server.client()
+    client = redis_target.client()
     text = "A paragraph whose cached value will be damaged."
     store.get_many(counting, [text], ttl=TTL)
     key = token_key(counting.fingerprint, text_digest(text))
@@ -99,7 +98,7 @@ def test_corrupt_values_are_deleted_counted_and_retokenized(
 
 
 def test_values_of_another_format_version_are_replaced_never_read(
-    store: TokenStore, counting: CountingTokenizer, redis_server: RedisProcess
+    store: TokenStore, counting: CountingTokenizer, redis_target: RedisTarget
 ) -> None:
     import struct
     import zlib
@@ -109,16 +108,16 @@ def test_values_of_another_format_version_are_replaced_never_read(
     ids = counting.encode(text)
     body = codec.encode(ids, key=key, width=17)[17:]
     old = struct.pack("<2sBBII", b"TK", 1, 17, ids.size, zlib.crc32(body, zlib.crc32(key))).ljust(17, b"\0") + body
-    redis_server.client().set(key, old)
+    redis_target.client().set(key, old)
     item = store.get_many(counting, [text], ttl=TTL).items[0]
     assert item.outcome is Outcome.CORRUPT and np.array_equal(item.ids, ids)
     assert store.get_many(counting, [text], ttl=TTL).items[0].outcome is Outcome.HIT  # rewritten
 
 
 def test_sliding_expiry_renews_ttl_on_hit_and_fixed_does_not(
-    store: TokenStore, cl100k: Tokenizer, redis_server
+    store: TokenStore, cl100k: Tokenizer, redis_target
 ) -> None:
-    client = redis_server.client()
+    client = redis_target.client()
     key = token_key(cl100k.fingerprint, text_digest("ttl text"))
     store.get_many(cl100k, ["ttl text"], ttl=100)
     store.get_many(cl100k, ["ttl text"], ttl=5000)
@@ -127,8 +126,8 @@ def test_sliding_expiry_renews_ttl_on_hit_and_fixed_does_not(
     assert client.ttl(key) > 100
 
 
-def test_values_above_the_size_limit_are_not_cached(store_on: StoreFactory, redis_server, counting) -> None:
-    store = store_on(redis_server.url(0), max_value_bytes=200)
+def test_values_above_the_size_limit_are_not_cached(store_on: StoreFactory, redis_target, counting) -> None:
+    store = store_on(redis_target.url(0), max_value_bytes=200)
     small, large = "short text", "a much longer text " * 50
     store.get_many(counting, [small, large], ttl=TTL)
     again = store.get_many(counting, [small, large], ttl=TTL)
