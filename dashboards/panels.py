@@ -123,7 +123,7 @@ def hit_rate_table(figures: WindowFigures, agents: dict[int, Agent], scope: Scop
                 )
     title = f"{HIT_RATE}, {window.label} {window.step_label}"
     x_format = "%H:%M" if window.step.total_seconds() < 86400 else "%d %b"
-    chart_markers = [(c.at, f"{c.at:%d %b %H:%M} UTC, {c.policy.name}: {c.description}") for c in markers]
+    chart_markers = [(c.at, c.label) for c in markers]
     total = figures.total()
     note = (
         f"{format_percent(hit_rate(total.hits, total.misses))} of {format_count(total.hits + total.misses)} "

@@ -13,8 +13,8 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.models import Agent
-from dashboards.figures import WINDOWS, Window, floor_to, hit_rate, window_start
+from agents.models import Agent, TTLPolicyChange
+from dashboards.figures import WINDOWS, Window, describe_policy_change, floor_to, hit_rate, window_start
 from dashboards.models import PolicyChange, Rollup
 from dashboards.rollup import _ANSWER_FIELDS, Bucket, aggregate, answers_between, rolled_until, tokenizer_costs
 
@@ -156,8 +156,42 @@ def agents_by_id() -> dict[int, Agent]:
     return {agent.pk: agent for agent in Agent.objects.select_related("ttl_policy").order_by("slug")}
 
 
-def policy_changes(*, policy_id: int | None, since: datetime) -> list[PolicyChange]:
-    changes = PolicyChange.objects.filter(at__gte=since)
+@dataclass(frozen=True)
+class Marker:
+    """One change of a TTL policy, as the charts mark it and the policy page lists it."""
+
+    at: datetime
+    policy_name: str
+    description: str
+    source: str  # "" when unknown (an edit seen by the dashboards' signal only)
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        by = f" by {self.source}" if self.source else ""
+        return f"{self.at:%d %b %H:%M} UTC, {self.policy_name}: {self.description}{by}"
+
+
+# The same change seen twice: the tuner's or an admin's apply writes agents.TTLPolicyChange and
+# saves the policy, which the dashboards' own signal also records.
+SAME_CHANGE = timedelta(seconds=5)
+
+
+def policy_changes(*, policy_id: int | None, since: datetime) -> list[Marker]:
+    """TTL policy changes since `since`, oldest first: the agents' history (applied recommendations,
+    with who and why) and every other save the dashboards recorded, each change once."""
+    history = TTLPolicyChange.objects.filter(at__gte=since).select_related("policy")
+    seen = PolicyChange.objects.filter(at__gte=since).select_related("policy")
     if policy_id is not None:
-        changes = changes.filter(policy_id=policy_id)
-    return list(changes.select_related("policy").order_by("at")[:200])
+        history, seen = history.filter(policy_id=policy_id), seen.filter(policy_id=policy_id)
+    markers = [
+        Marker(c.at, c.policy.name, describe_policy_change(c.field, c.old, c.new), c.get_source_display(), c.reason)
+        for c in history.order_by("at")[:200]
+    ]
+    known = {(m.policy_name, m.description): m.at for m in markers}
+    for change in seen.order_by("at")[:200]:
+        description = describe_policy_change(change.field, change.old, change.new)
+        at = known.get((change.policy.name, description))
+        if at is None or abs(at - change.at) > SAME_CHANGE:
+            markers.append(Marker(change.at, change.policy.name, description, ""))
+    return sorted(markers, key=lambda m: m.at)

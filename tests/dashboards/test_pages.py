@@ -79,3 +79,21 @@ def test_the_poll_fragment_is_the_panels_only(demo: Demo, vera: User) -> None:
     assert fragment["Cache-Control"] == "no-store"
     body = fragment.content.decode()
     assert "<html" not in body and "Hit rate over time" in body
+
+
+def test_an_applied_recommendation_is_marked_once_with_who_and_why(demo: Demo, vera: User) -> None:
+    from agents.models import TTLPolicyChange, TTLRecommendation
+    from agents.tuner import apply_recommendation
+
+    policy = demo.agents["support"].ttl_policy
+    recommendation = TTLRecommendation.objects.create(
+        policy=policy, window_seconds=7 * 86400, answers=100, lookups=400, hits=300, misses=100, reuses=250,
+        reuse_target_seconds=7200, target_share=0.9, current_ttl_seconds=policy.ttl_seconds,
+        recommended_ttl_seconds=7200,
+    )  # fmt: skip
+    assert apply_recommendation(recommendation=recommendation, by="root", source=TTLPolicyChange.Source.ADMIN)
+
+    page = _client(vera).get(f"/dashboards/policies/{policy.pk}/").content.decode()
+    listed = page.split('class="plain changes">', 1)[1].split("</ul>", 1)[0]
+    assert listed.count("TTL 1 h → 2 h") == 1 and "by an administrator" in listed
+    assert "90% of 250 chunk reuses" in listed
