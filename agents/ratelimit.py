@@ -26,11 +26,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
 
 from agents.errors import RateLimited
+from cachecore.redis_clients import make_client
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ _local_counts: dict[tuple[int, int], int] = {}
 
 @dataclass(frozen=True)
 class _Limiter:
-    client: redis.Redis
+    client: Any  # redis.Redis or RedisCluster
     # One slot per pooled connection: holding a slot guarantees the pool has a connection to give.
     slots: threading.BoundedSemaphore
 
@@ -59,9 +61,9 @@ def _limiter() -> _Limiter:
     with _lock:
         limiter = _limiters.get((url, size))
         if limiter is None:
-            client = redis.Redis.from_url(
-                url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS, max_connections=size
-            )
+            # One server, a cluster (the counter's INCR and EXPIRE share one key, so one slot) or
+            # Sentinel's current primary, whichever REDIS_URL names.
+            client = make_client(url, pool_size=size, connect_timeout=TIMEOUT_SECONDS, read_timeout=TIMEOUT_SECONDS)
             limiter = _limiters[(url, size)] = _Limiter(client=client, slots=threading.BoundedSemaphore(size))
         return limiter
 

@@ -8,12 +8,13 @@ Tokencache still serves (the token cache bypasses, chat keeps answering).
 import logging
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from cachecore.redis_clients import make_client
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +27,8 @@ def _check_database() -> None:
 
 
 def _ping(url: str) -> None:
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS
-    )
+    # One server, a cluster (any node answers) or Sentinel's current primary.
+    client = make_client(url, pool_size=1, connect_timeout=PROBE_TIMEOUT_SECONDS, read_timeout=PROBE_TIMEOUT_SECONDS)
     try:
         client.ping()
     finally:
@@ -39,10 +39,11 @@ def _check_broker(url: str) -> None:
     if url.startswith(("redis://", "rediss://", "unix://")):
         _ping(url)
         return
-    # Any other broker (AMQP, SQS, ...) through Celery's own transport layer.
+    # Any other broker (Sentinel, AMQP, SQS, ...) through Celery's own transport layer.
     from kombu import Connection
 
-    with Connection(url, connect_timeout=PROBE_TIMEOUT_SECONDS) as broker:
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    with Connection(url, connect_timeout=PROBE_TIMEOUT_SECONDS, transport_options=options) as broker:
         broker.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_SECONDS)
 
 

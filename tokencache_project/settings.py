@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from cachecore import redis_clients
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TOKENCACHE_VAR_DIR", BASE_DIR / "var"))
 
@@ -142,10 +144,34 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: one server, one database index per use.
+# --- Redis: one server, one database index per use; or, by URL alone (cachecore/redis_clients.py,
+# docs/deploy.md), a Redis Cluster (`redis+cluster://h1:7000,h2:7000`) or the primary that
+# Sentinel names (`redis+sentinel://s1:26379,s2:26379/mymaster/0`). Under Sentinel the broker
+# and the channel layer follow the same primary by default (databases 1 and 2); a cluster
+# carries neither, so they need URLs of their own.
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6391/0")
-CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "redis://127.0.0.1:6391/1")
-CHANNELS_REDIS_URL = envstr("CHANNELS_REDIS_URL", "redis://127.0.0.1:6391/2")
+REDIS_MODE = redis_clients.mode_of(REDIS_URL)
+_REDIS_TARGET = redis_clients.parse(REDIS_URL)
+
+
+def _url_beside_redis(name: str, db: int) -> str:
+    """CELERY_BROKER_URL or CHANNELS_REDIS_URL: set, or database `db` of REDIS_URL's Redis."""
+    if os.environ.get(name):
+        return envstr(name, "")
+    if REDIS_MODE == "sentinel":
+        sentinels = ",".join(f"{host}:{port}" for host, port in _REDIS_TARGET.hosts)
+        return f"redis+sentinel://{sentinels}/{_REDIS_TARGET.master}/{db}"
+    if REDIS_MODE == "cluster":
+        raise ImproperlyConfigured(
+            f"{name} must be set when REDIS_URL is a Redis Cluster: Celery's broker and channels-redis "
+            "cannot use one (a single Redis, a redis+sentinel:// URL, or AMQP for the broker; docs/deploy.md)"
+        )
+    return f"redis://127.0.0.1:6391/{db}"
+
+
+# Celery reads CELERY_BROKER_URL in kombu's form (`sentinel://…;sentinel://…`, see below).
+_BROKER_URL = _url_beside_redis("CELERY_BROKER_URL", 1)
+CHANNELS_REDIS_URL = _url_beside_redis("CHANNELS_REDIS_URL", 2)
 
 TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
 TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
@@ -181,18 +207,40 @@ _redis_options = {
     # Errors must reach the token cache's circuit breaker, so nothing is swallowed here.
     "IGNORE_EXCEPTIONS": False,
 }
+# Where Django's cache and the token cache connect, by REDIS_MODE: django-redis's own client on
+# one server; its SentinelClient (which asks the Sentinels for the primary on every new
+# connection); redis-py's cluster client behind django-redis (cachecore/django_redis_cluster.py).
+_redis_location: str | list[str] = REDIS_URL
+if REDIS_MODE == "sentinel":
+    _redis_location = f"redis://{_REDIS_TARGET.master}/{_REDIS_TARGET.db}"
+    _redis_options = {
+        **_redis_options,
+        "CLIENT_CLASS": "django_redis.client.SentinelClient",
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "CONNECTION_POOL_CLASS": "redis.sentinel.SentinelConnectionPool",
+        "CONNECTION_POOL_KWARGS": {"max_connections": TOKENCACHE_POOL_SIZE},
+        "SENTINELS": list(_REDIS_TARGET.hosts),
+        "SENTINEL_KWARGS": {
+            "socket_connect_timeout": TOKENCACHE_CONNECT_TIMEOUT,
+            "socket_timeout": TOKENCACHE_READ_TIMEOUT,
+        },
+        **({"PASSWORD": _REDIS_TARGET.password} if _REDIS_TARGET.password else {}),
+    }
+elif REDIS_MODE == "cluster":
+    _redis_location = [REDIS_URL]  # a list: django-redis would split the comma-separated nodes
+    _redis_options = {**_redis_options, "CONNECTION_FACTORY": "cachecore.django_redis_cluster.ClusterConnectionFactory"}
 CACHES = {
     # Django's own cache is an optimisation: while Redis is down it misses instead of raising.
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": _redis_location,
         "KEY_PREFIX": "tc:django",
         "OPTIONS": {**_redis_options, "IGNORE_EXCEPTIONS": True},
     },
     # The token cache talks to this alias's raw client; its keys carry their own prefix.
     "tokens": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": _redis_location,
         "OPTIONS": dict(_redis_options),
     },
 }
@@ -205,7 +253,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [CHANNELS_REDIS_URL]},
+        # A cluster URL raises here, at start-up: channels-redis cannot use Redis Cluster.
+        "CONFIG": {"hosts": [redis_clients.channels_host(CHANNELS_REDIS_URL)]},
     }
 }
 
@@ -213,7 +262,10 @@ CHANNEL_LAYERS = {
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": TOKENCACHE_CONNECT_TIMEOUT}
+# kombu wants Sentinel as `sentinel://…;sentinel://…` plus the primary's name; a cluster URL
+# raises here (Celery's broker cannot use Redis Cluster: docs/deploy.md).
+CELERY_BROKER_URL, _broker_options = redis_clients.celery_broker(_BROKER_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": TOKENCACHE_CONNECT_TIMEOUT, **_broker_options}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
