@@ -36,37 +36,66 @@ def check_breaker_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
 
 @register(Tags.caches, "tokencache")
 def check_redis_memory_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """W001/W002: Redis must be bounded (maxmemory + allkeys-lru), else it fills up and errors.
+    """W001/W002/W003: every Redis holding the token cache must be bounded and reachable.
 
-    Uses a short timeout so that a stopped Redis delays `manage.py` by at most half a
-    second; Redis being down is a degraded state, so it is only a warning.
+    W001: a server (each node of a cluster, Sentinel's current primary) without maxmemory
+    or not allkeys-lru, which fills up and errors. W002: unreachable at start-up (a
+    degraded state, so a warning). W003: a cluster with slots that no node serves (the
+    keys of those slots are always bypassed). Short timeouts: a stopped Redis delays
+    `manage.py` by about half a second.
     """
-    import redis
-    from django_redis import get_redis_connection
+    from cachecore.redis_clients import make_client, parse
 
+    url = getattr(settings, "REDIS_URL", "")
     try:
-        pool = get_redis_connection("tokens").connection_pool
-    except Exception as exc:  # misconfigured CACHES: Django's own checks say more
-        return [Warning(f"token cache Redis is not configured: {exc}", id="cachecore.W002")]
-    options = {**pool.connection_kwargs, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}
-    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
+        mode = parse(url).mode
+    except ValueError as exc:
+        return [Warning(f"REDIS_URL cannot be used: {exc}", id="cachecore.W002")]
+    client: Any = None
     try:
-        config = client.config_get("maxmemory*")
-    except redis.RedisError as exc:
+        client = make_client(url, pool_size=2, connect_timeout=0.5, read_timeout=0.5)
+        if mode == "cluster":
+            return _check_cluster(client)
+        return _memory_warnings(client.config_get("maxmemory*"), where="the token cache Redis")
+    except Exception as exc:  # redis-py's RedisError, or RedisClusterException for a cluster it cannot reach
         return [
             Warning(
-                f"cannot read the token cache Redis configuration ({exc}); "
+                f"cannot read the token cache Redis configuration ({type(exc).__name__}: {exc}); "
                 "the cache will be bypassed until Redis answers",
                 id="cachecore.W002",
             )
         ]
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+
+
+def _check_cluster(client: Any) -> list[CheckMessage]:
+    from redis.cluster import RedisCluster
+
+    messages: list[CheckMessage] = []
+    info = client.cluster_info(target_nodes=RedisCluster.RANDOM)
+    if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) < 16384:
+        messages.append(
+            Warning(
+                f"the token cache Redis Cluster serves {info.get('cluster_slots_ok')} of 16384 slots "
+                f"(state {info.get('cluster_state')!r}): lookups of keys in the others are bypassed",
+                hint="assign every slot (redis-cli --cluster fix) or replace the failed primary",
+                id="cachecore.W003",
+            )
+        )
+    for node in client.get_primaries():
+        config = client.config_get("maxmemory*", target_nodes=node)
+        messages.extend(_memory_warnings(config, where=f"the token cache Redis Cluster node {node.name}"))
+    return messages
+
+
+def _memory_warnings(config: dict[str, Any], *, where: str) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     if int(config.get("maxmemory", 0) or 0) == 0:
         messages.append(
             Warning(
-                "the token cache Redis has no maxmemory: it can grow until the machine runs out of memory",
+                f"{where} has no maxmemory: it can grow until the machine runs out of memory",
                 hint="start Redis with deploy/redis.conf (maxmemory 500mb, maxmemory-policy allkeys-lru)",
                 id="cachecore.W001",
             )
@@ -74,7 +103,7 @@ def check_redis_memory_policy(app_configs: Any = None, **kwargs: Any) -> list[Ch
     if config.get("maxmemory-policy") != "allkeys-lru":
         messages.append(
             Warning(
-                f"the token cache Redis evicts with {config.get('maxmemory-policy')!r}, not allkeys-lru: "
+                f"{where} evicts with {config.get('maxmemory-policy')!r}, not allkeys-lru: "
                 "when full, writes fail instead of evicting old entries",
                 hint="set maxmemory-policy allkeys-lru (deploy/redis.conf)",
                 id="cachecore.W001",
