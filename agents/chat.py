@@ -13,14 +13,18 @@ and awaits a model server's stream on the loop. Both share every step but the wa
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.backends import (
@@ -371,8 +375,56 @@ def _validated(message: object) -> str:
     return message.strip()
 
 
-@transaction.atomic
+@contextmanager
+def _one_writer() -> Iterator[None]:
+    """Hold while writing a turn's rows: on SQLite, one writer of all web processes at a time.
+
+    SQLite admits one writer at a time and a waiting one polls, sleeping up to 100 ms between
+    tries (its busy timeout): with dozens of turn threads in two processes contending, turns spent
+    most of their time asleep while the database was free (bench/concurrency.py, 500 streams).
+    Writers queue here instead: on a lock of this process, then on an flock(2) of a file beside
+    the database, which the kernel hands to the next waiter the moment it is released. Other
+    databases lock rows, not the whole file: no lock.
+    """
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with _sqlite_writer:
+        lock_file = _writer_lock_file()
+        if lock_file is None:  # an in-memory database (the tests'): one process
+            yield
+            return
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+_sqlite_writer = threading.RLock()
+_lock_files: dict[tuple[int, str], int] = {}
+
+
+def _writer_lock_file() -> int | None:
+    """A descriptor of `<database>.writer-lock`, opened once per process (held under `_sqlite_writer`)."""
+    name = str(connection.settings_dict["NAME"])
+    if name == ":memory:" or "mode=memory" in name or name.startswith("file:"):
+        return None
+    key = (os.getpid(), name)  # a forked child opens its own: flock belongs to the open file
+    descriptor = _lock_files.get(key)
+    if descriptor is None:
+        descriptor = _lock_files[key] = os.open(f"{name}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return descriptor
+
+
 def _store_user_message(
+    *, user: AnyUser, agent: Agent, conversation: Conversation | None, text: str
+) -> tuple[Conversation, Message]:
+    with _one_writer(), transaction.atomic():
+        return _insert_user_message(user=user, agent=agent, conversation=conversation, text=text)
+
+
+def _insert_user_message(
     *, user: AnyUser, agent: Agent, conversation: Conversation | None, text: str
 ) -> tuple[Conversation, Message]:
     if conversation is None:
@@ -440,8 +492,12 @@ def _excerpt(text: str) -> str:
     return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1].rsplit(" ", 1)[0] + "…"
 
 
-@transaction.atomic
-def _store_answer(
+def _store_answer(**fields: Any) -> Message:
+    with _one_writer(), transaction.atomic():
+        return _insert_answer(**fields)
+
+
+def _insert_answer(
     *,
     conversation: Conversation,
     prompt: Prompt,
@@ -496,7 +552,7 @@ def _store_error(*, conversation: Conversation, code: str, reason: str, started:
     is handling the turn's own error, which is the one to report.
     """
     try:
-        with transaction.atomic():
+        with _one_writer(), transaction.atomic():
             _touch(conversation)
             return Message.objects.create(
                 conversation=conversation,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import queue
@@ -40,7 +42,7 @@ from agents.backends.base import (
     Prompt,
 )
 from agents.backends.breaker import breaker_for, loop_guard
-from agents.backends.clients import async_client
+from agents.backends.clients import Lease, model_server_pool
 from agents.turn_loop import on_turn_loop, run_in_turn_loop, submit
 from agents.validators import api_key_env_refusal, server_root_refusal
 from cachecore.breaker import BreakerOpen
@@ -185,11 +187,11 @@ class OpenAIBackend:
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=self.connect_timeout)
         stream = _Stream()
         deadline = time.monotonic() + self.total_timeout
+        lease = model_server_pool(self.base_url).lease()
+        draining = False
         try:
-            client = async_client(self.base_url)
-            request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
-            response = await client.send(request, stream=True)
-            draining = False
+            request = lease.client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
+            response = await lease.client.send(request, stream=True)
             try:
                 if response.status_code >= 400:
                     await response.aread()
@@ -217,7 +219,7 @@ class OpenAIBackend:
                         self._absorb(stream, self._decode(data), on_delta)
                     if stream.finished:
                         # The answer is complete; reading the rest must not delay it.
-                        _draining.add(task := asyncio.ensure_future(_drain(response, lines)))
+                        _draining.add(task := asyncio.ensure_future(_drain(response, lines, lease)))
                         task.add_done_callback(_draining.discard)
                         draining = True
             finally:
@@ -243,6 +245,9 @@ class OpenAIBackend:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} could not be reached ({type(exc).__name__})."
             ) from None
+        finally:
+            if not draining:
+                lease.release()
         if not stream.finished:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} ended the stream before the answer was complete."
@@ -325,7 +330,7 @@ class OpenAIBackend:
         return len(self.tokenizer.encode(text))
 
 
-async def _drain(response: httpx.Response, lines: AsyncIterator[str]) -> None:
+async def _drain(response: httpx.Response, lines: AsyncIterator[str], lease: Lease) -> None:
     """Read what follows `[DONE]` (the body's last chunk), so the connection goes back to the pool.
 
     A response closed unread is a connection closed. Bounded: a server that keeps the stream open
@@ -337,11 +342,24 @@ async def _drain(response: httpx.Response, lines: AsyncIterator[str]) -> None:
                 async for _ in lines:
                     pass
     finally:
-        await response.aclose()
+        try:
+            await response.aclose()
+        finally:
+            lease.release()
 
 
 # Drains in progress: the loop keeps only weak references to its tasks.
 _draining: set[asyncio.Future[None]] = set()
+
+
+def cache_salt_for(slug: str) -> str:
+    """The agent's vLLM `cache_salt`: stable across turns and processes, different for every agent.
+
+    Keyed with SECRET_KEY: a salt someone could compute would let a client of a shared model server
+    probe, by timing, which prompts another agent has sent, what the salt is there to prevent.
+    """
+    message = f"tokencache cache_salt {slug}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 def _sse_data(line: str) -> str | None:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from agents import chat, turn_loop
-from agents.backends.clients import async_client
+from agents import turn_loop
+from agents.backends.clients import model_server_pool
 from agents.backends.openai import OpenAIBackend
 from agents.models import Message
 from agents.streaming import Done, TurnStream
@@ -32,18 +32,7 @@ def test_more_streaming_turns_than_turn_threads_all_wait_on_the_model_at_once(
     modeled,  # noqa: F811
     model_server,
     root,
-    monkeypatch,
 ):
-    # The answers all arrive at once at the end; the file database's busy timeout would queue their
-    # writes, SQLite in memory (the tests') refuses them instead: queue them here.
-    writing = threading.Lock()
-    store_answer = chat._store_answer
-
-    def one_at_a_time(**kwargs):
-        with writing:
-            return store_answer(**kwargs)
-
-    monkeypatch.setattr(chat, "_store_answer", one_at_a_time)
     count = turn_loop.TURN_THREADS + 8
     # Every turn waits this long for the model's first byte: a turn holding a thread while it waits
     # would leave the last 8 queued behind the first 32 until these hangs end.
@@ -75,11 +64,11 @@ def test_consecutive_answers_reuse_one_connection_to_the_model_server(model_serv
     for _ in range(3):
         assert backend.generate(build_prompt(), max_tokens=8, temperature=0.0).text
 
-    async def open_connections() -> int:
-        pool = async_client(model_server.base_url)._transport._pool  # type: ignore[attr-defined]
-        return len(pool.connections)
+    async def open_connections() -> list[int]:
+        shards = model_server_pool(model_server.base_url).shards
+        return [len(shard.client._transport._pool.connections) for shard in shards]  # type: ignore[attr-defined]
 
-    assert turn_loop.run_in_turn_loop(open_connections()) == 1
+    assert turn_loop.run_in_turn_loop(open_connections()) == [1]
 
 
 def test_a_synchronous_callers_deltas_arrive_in_its_own_thread(model_server: FakeModelServer) -> None:
