@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from agents.durations import format_duration
 from cachecore.metrics import CONTEXT_TOKEN_BUCKETS, LATENCY_BUCKETS, TURN_BUCKETS
+
+__all__ = ["format_duration"]  # re-exported: the admin and the dashboards format durations from here
 
 HIT_RATE = "Hit rate"
 HIT_RATE_MEANS = "hits / (hits + misses); bypassed and corrupt lookups are shown beside it, not counted in it"
@@ -136,24 +139,6 @@ def format_count(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{int(value):,}".replace(",", "\u202f")  # a narrow no-break space between thousands
-
-
-def format_duration(seconds: float | None) -> str:
-    """A TTL or an age: "1 h", "30 min", "1 h 30 min", "45 s", "2 d"."""
-    if seconds is None:
-        return "—"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
-    # The largest unit and the one right after it, if not zero: "1 h 30 min", "2 d 3 h", "1 h".
-    first = next(index for index, (_, size) in enumerate(units) if whole >= size)
-    parts = [f"{whole // units[first][1]} {units[first][0]}"]
-    if first + 1 < len(units):
-        rest = whole % units[first][1] // units[first + 1][1]
-        if rest:
-            parts.append(f"{rest} {units[first + 1][0]}")
-    return " ".join(parts)
 
 
 def format_saved(ms: float | None) -> str:

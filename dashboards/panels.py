@@ -26,7 +26,6 @@ from dashboards.figures import (
     STAGES,
     WINDOWS,
     format_count,
-    format_duration,
     format_ms,
     format_percent,
     format_saved,
@@ -342,7 +341,3 @@ def load_window_start(now: datetime) -> datetime:
     from dashboards.figures import window_start
 
     return min(window_start(WINDOWS[key], now) for key in WINDOWS)
-
-
-def duration(seconds: float) -> str:
-    return format_duration(seconds)
