@@ -117,6 +117,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # The header's "Dashboards" link, on every page for those who may open them.
+                "dashboards.access.dashboards_nav",
             ],
         },
     },
