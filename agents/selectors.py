@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TypeVar, cast
-
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.validators import slug_re
-from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.db.models import Count, QuerySet
 
 from agents.errors import (
     AgentNotFound,
@@ -22,9 +17,6 @@ from agents.errors import (
 from agents.models import Agent, Conversation, KnowledgeDocument, Message
 
 AnyUser = AbstractBaseUser | AnonymousUser
-M = TypeVar("M", bound=Model)
-
-RECENT_DAYS = 7
 
 
 def agents_for_user(user: AnyUser) -> QuerySet[Agent]:
@@ -90,33 +82,6 @@ def get_conversation_for_user(user: AnyUser, conversation_id: int) -> Conversati
     if not user.is_authenticated or conversation.user_id != user.pk:
         raise ConversationForbidden()
     return conversation
-
-
-def with_recent_cache_figures(queryset: QuerySet[M], *, agent_field: str, days: int = RECENT_DAYS) -> QuerySet[M]:
-    """Annotate `recent_turns`, `recent_hits` and `recent_misses` from the durable answer records.
-
-    `agent_field` leads from a Message's agent to the queryset's model ("" for agents,
-    "ttl_policy" for TTL policies). Subqueries rather than joins, so the sums do not
-    multiply with other annotations (such as a document count) on the same queryset.
-    """
-    agent_path = "conversation__agent" + (f"__{agent_field}" if agent_field else "")
-    answers = Message.objects.filter(
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.OK,
-        created__gte=timezone.now() - timedelta(days=days),
-        **{agent_path: OuterRef("pk")},
-    )
-
-    def total(expression: Count | Sum) -> Coalesce:
-        aggregated = answers.values(agent_path).annotate(value=expression).values("value")
-        return Coalesce(Subquery(aggregated, output_field=IntegerField()), 0)
-
-    annotated = queryset.annotate(
-        recent_turns=total(Count("pk")),
-        recent_hits=total(Sum("cache_hits")),
-        recent_misses=total(Sum("cache_misses")),
-    )
-    return cast("QuerySet[M]", annotated)  # django-stubs loses the model type through annotate()
 
 
 def conversation_list_for_user(user: AnyUser, *, agent: Agent | None = None) -> QuerySet[Conversation]:
