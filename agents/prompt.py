@@ -1,4 +1,4 @@
-"""Prompt assembly as token IDs: `[system][context chunks][history][user]` within a budget.
+"""Prompt assembly as token IDs: `[system][history][context chunks][user]` within a budget.
 
 The chunks' IDs come from the token cache; the small framing pieces (system prompt, context
 header, chunk title lines, separators) repeat every turn and are encoded once per process
@@ -11,6 +11,7 @@ question), so a model server's prefix cache hits on the system prompt at least.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ from cachecore.tokenizers import Tokenizer
 
 CONTEXT_HEADER = "Context:\n\n"
 ROLE_LABELS = {"user": "User", "assistant": "Assistant", "system": "System"}
+
+
+class Layout(enum.StrEnum):
+    # [system][history][context][question]: consecutive turns share the system prompt and the history.
+    PREFIX_STABLE = "prefix-stable"
+    # [system][context][history][question], the former layout: turns share the system prompt only.
+    CONTEXT_FIRST = "context-first"
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ def build_prompt(
     history: Sequence[tuple[str, str]],
     question: str,
     budget: int,
+    layout: Layout = Layout.PREFIX_STABLE,
 ) -> Prompt:
     """Assemble the prompt, dropping what the budget cannot hold.
 
@@ -107,23 +116,29 @@ def build_prompt(
         history_segments.pop(0)
         kept_history.pop(0)
 
-    segments = [
-        *([system] if system else []),
-        *([header] if chunk_segments else []),
-        *(s for group in chunk_segments for s in group),
-        *history_segments,
-        user,
-    ]
+    context = [*([header] if chunk_segments else []), *(s for group in chunk_segments for s in group)]
+    head = [system] if system else []
+    if layout is Layout.PREFIX_STABLE:
+        segments = [*head, *history_segments, *context, user]
+    else:
+        segments = [*head, *context, *history_segments, user]
     token_ids = np.concatenate([s.ids for s in segments]).astype(np.uint32, copy=False)
-    context_text = "".join(s.text for group in chunk_segments for s in group)
-    system_message = (system_prompt.strip() + "\n\n" if system_prompt.strip() else "") + (
-        CONTEXT_HEADER + context_text if chunk_segments else ""
-    )
-    messages = [
-        *([{"role": "system", "content": system_message.strip()}] if system_message.strip() else []),
-        *({"role": role, "content": text} for role, text in kept_history),
-        {"role": "user", "content": question},
-    ]
+    context_text = CONTEXT_HEADER + "".join(s.text for group in chunk_segments for s in group) if chunk_segments else ""
+    history_messages = [{"role": role, "content": text} for role, text in kept_history]
+    if layout is Layout.PREFIX_STABLE:
+        # The same order in the chat form: this turn's context travels with its question.
+        messages = [
+            *([{"role": "system", "content": system_prompt.strip()}] if system_prompt.strip() else []),
+            *history_messages,
+            {"role": "user", "content": f"{context_text.strip()}\n\n{question}" if context_text else question},
+        ]
+    else:
+        system_message = (system_prompt.strip() + "\n\n" if system_prompt.strip() else "") + context_text
+        messages = [
+            *([{"role": "system", "content": system_message.strip()}] if system_message.strip() else []),
+            *history_messages,
+            {"role": "user", "content": question},
+        ]
     return Prompt(
         token_ids=token_ids,
         text="".join(s.text for s in segments),

@@ -195,6 +195,9 @@ TOKENCACHE_MODEL_READ_TIMEOUT = envfloat("TOKENCACHE_MODEL_READ_TIMEOUT", 60.0)
 TOKENCACHE_MODEL_TOTAL_TIMEOUT = envfloat("TOKENCACHE_MODEL_TOTAL_TIMEOUT", 120.0)
 TOKENCACHE_MODEL_BREAKER_FAIL_MAX = envint("TOKENCACHE_MODEL_BREAKER_FAIL_MAX", 3)
 TOKENCACHE_MODEL_BREAKER_RESET_SECONDS = envfloat("TOKENCACHE_MODEL_BREAKER_RESET_SECONDS", 30.0)
+# vLLM's `cache_salt` on token-ID requests: a salt per agent (from SECRET_KEY and the slug), so two
+# agents never share prefix-cache blocks. Off for a token-ID server that rejects unknown fields.
+TOKENCACHE_MODEL_CACHE_SALT = envbool("TOKENCACHE_MODEL_CACHE_SALT", True)
 
 _redis_options = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 from agents.backends.base import (
     Backend,
     BackendError,
@@ -17,7 +19,7 @@ from agents.backends.base import (
     Prompt,
 )
 from agents.backends.extractive import ExtractiveBackend
-from agents.backends.openai import OpenAIBackend
+from agents.backends.openai import OpenAIBackend, cache_salt_for
 from cachecore.tokenizers import get_tokenizer
 
 if TYPE_CHECKING:
@@ -42,5 +44,9 @@ def backend_for(agent: Agent) -> Backend:
             api_key_env=agent.backend_api_key_env or None,
             accepts_token_ids=agent.backend_accepts_token_ids,
             tokenizer=get_tokenizer(agent.tokenizer_spec),
+            # Only servers that take token IDs (vLLM) get it; others may refuse an unknown field.
+            cache_salt=cache_salt_for(agent.slug)
+            if settings.TOKENCACHE_MODEL_CACHE_SALT and agent.backend_accepts_token_ids
+            else None,
         )
     raise BackendError(f"Agent {agent.slug!r} has an unknown backend kind {kind!r} (use 'extractive' or 'openai').")

@@ -487,3 +487,35 @@ def test_backend_for_a_misconfigured_agent_says_what_is_missing(fields: dict[str
 
     with pytest.raises(BackendError, match=message):
         backend_for(agent)
+
+
+def _vllm_agent(model_server: FakeModelServer, slug: str, *, accepts_token_ids: bool = True) -> Agent:
+    return Agent(
+        slug=slug,
+        backend_kind="openai",
+        backend_base_url=model_server.base_url,
+        backend_model="fake-model",
+        backend_accepts_token_ids=accepts_token_ids,
+        tokenizer_spec=TOKENIZER,
+    )
+
+
+def test_each_agent_sends_a_cache_salt_of_its_own_so_agents_never_share_kv_blocks(
+    model_server: FakeModelServer,
+) -> None:
+    for slug in ("support", "business", "support"):
+        backend_for(_vllm_agent(model_server, slug)).generate(build_prompt(), max_tokens=8, temperature=0.0)
+
+    salts = [request.body["cache_salt"] for request in model_server.requests_to("/v1/completions")]
+    assert salts[0] == salts[2] != salts[1]
+    assert all(len(salt) == 32 and "support" not in salt for salt in salts)
+
+
+def test_no_cache_salt_goes_to_text_servers_or_when_it_is_turned_off(model_server: FakeModelServer) -> None:
+    backend_for(_vllm_agent(model_server, "chatty", accepts_token_ids=False)).generate(
+        build_prompt(), max_tokens=8, temperature=0.0
+    )
+    with override_settings(TOKENCACHE_MODEL_CACHE_SALT=False):
+        backend_for(_vllm_agent(model_server, "support")).generate(build_prompt(), max_tokens=8, temperature=0.0)
+
+    assert [("cache_salt" in request.body) for request in model_server.requests] == [False, False]

@@ -1,4 +1,4 @@
-"""Prompt assembly: `[system][context][history][user]` as token IDs within the budget."""
+"""Prompt assembly: `[system][history][context][user]` as token IDs within the budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agents.backends.base import ContextChunk
-from agents.prompt import build_prompt, prompt_fingerprint
+from agents.prompt import Layout, build_prompt, prompt_fingerprint
 from cachecore.tokenizers import Tokenizer, get_tokenizer
 
 SYSTEM = "You answer from the context."
@@ -49,25 +49,71 @@ def _build(tokenizer: Tokenizer, *, chunks: list[ContextChunk], history: list[tu
     )
 
 
-def test_the_layout_is_system_then_context_then_history_then_the_question(tokenizer: Tokenizer) -> None:
+def test_the_layout_is_system_then_history_then_context_then_the_question(tokenizer: Tokenizer) -> None:
     chunks = _chunks(tokenizer, 2)
     prompt = _build(tokenizer, chunks=chunks, history=HISTORY, budget=10_000)
     text = prompt.text
     positions = [
         text.index(SYSTEM),
+        text.index("User: oldest question"),
+        text.index("Assistant: newest answer"),
         text.index("Context:"),
         text.index("[1] Doc 0"),
         text.index("[2] Doc 1"),
-        text.index("User: oldest question"),
-        text.index("Assistant: newest answer"),
         text.index(f"User: {QUESTION}"),
     ]
     assert positions == sorted(positions)
     assert text.endswith("Assistant:")
     assert prompt.chunks == tuple(chunks)
+    # The chat form in the same order: the context travels with the question it was retrieved for.
     assert [m["role"] for m in prompt.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert prompt.messages[0]["content"] == SYSTEM
+    assert prompt.messages[-1]["content"].endswith(QUESTION)
+    assert chunks[0].text in prompt.messages[-1]["content"]
+
+
+def test_consecutive_turns_share_the_system_prompt_and_the_whole_history(tokenizer: Tokenizer) -> None:
+    turn = _build(tokenizer, chunks=_chunks(tokenizer, 2), history=HISTORY, budget=10_000)
+    later = build_prompt(
+        tokenizer=tokenizer,
+        system_prompt=SYSTEM,
+        chunks=_chunks(tokenizer, 3, words=25),  # another question retrieves other chunks
+        history=[*HISTORY, ("user", QUESTION), ("assistant", "It depends on the swallow.")],
+        question="African or European?",
+        budget=10_000,
+    )
+    stable = tokenizer.encode(SYSTEM + "\n\n" + "".join(f"{r.capitalize()}: {t}\n\n" for r, t in HISTORY))
+
+    shared = _shared_prefix(turn.token_ids.tolist(), later.token_ids.tolist())
+
+    assert shared >= len(stable)
+    assert [m["content"] for m in later.messages[: len(turn.messages) - 1]] == [
+        m["content"] for m in turn.messages[:-1]
+    ]
+
+
+def test_the_former_layout_put_the_context_before_the_history(tokenizer: Tokenizer) -> None:
+    prompt = build_prompt(
+        tokenizer=tokenizer,
+        system_prompt=SYSTEM,
+        chunks=_chunks(tokenizer, 2),
+        history=HISTORY,
+        question=QUESTION,
+        budget=10_000,
+        layout=Layout.CONTEXT_FIRST,
+    )
+    assert prompt.text.index("Context:") < prompt.text.index("User: oldest question")
+    assert tokenizer.decode(prompt.token_ids) == prompt.text
     assert prompt.messages[-1]["content"] == QUESTION
-    assert chunks[0].text in prompt.messages[0]["content"]
+
+
+def _shared_prefix(first: list[int], second: list[int]) -> int:
+    shared = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return shared
 
 
 def test_the_ids_decode_to_the_text_and_embed_the_cached_chunk_ids_unchanged(tokenizer: Tokenizer) -> None:
