@@ -16,6 +16,12 @@ Running unlocked means pybreaker alone would let every concurrent call into the
 half-open state's "one trial call". We admit exactly one: the others raise
 `BreakerOpen` at once, so a still-stalled Redis costs one timeout per reset period,
 not one per request that arrives during the trial.
+
+Running unlocked also means pybreaker records a call's failure after the call, on the state
+the call started in: eight calls that entered while closed and fail together would each
+"open" the breaker again (open -> open), each a warning, a row write and a restart of the
+reset period. `_CircuitBreaker.open` lets only real transitions through: closed -> open, and
+half-open -> open by the trial itself.
 """
 
 import enum
@@ -25,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pybreaker
 from redis.exceptions import RedisError
@@ -103,6 +110,8 @@ class _Relay(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
+        if old_state is not None and old_state.name == new_state.name:
+            return  # not a transition (see _CircuitBreaker.open)
         if new_state.name == pybreaker.STATE_OPEN:
             self._breaker._opened_at = self._breaker.clock.monotonic()
         event = BreakerEvent(
@@ -117,6 +126,24 @@ class _Relay(pybreaker.CircuitBreakerListener):
                 listener(event)
             except Exception:  # a broken listener must never break a Redis call
                 logger.exception("breaker listener %r failed", listener)
+
+
+class _CircuitBreaker(pybreaker.CircuitBreaker):
+    """pybreaker's breaker, opening only on a real transition (see the module docstring)."""
+
+    def __init__(self, breaker: "Breaker", **options: Any) -> None:
+        super().__init__(**options)
+        self._owner = breaker
+
+    def open(self) -> bool:
+        with self._lock:
+            state = self.current_state
+            trial_failed = state == pybreaker.STATE_HALF_OPEN and self._owner._trial_thread == threading.get_ident()
+            if state == pybreaker.STATE_CLOSED or trial_failed:
+                return super().open()
+            # A call that started before the breaker opened (or another thread's, during the
+            # trial) failing late: the state it would report is already known.
+            return self._throw_new_error_on_trip
 
 
 class _ClockedStorage(pybreaker.CircuitMemoryStorage):
@@ -187,7 +214,8 @@ class Breaker:
         # _Relay.before_call under pybreaker's lock; cleared when its block ends).
         self._trial_thread: int | None = None
         self._opened_at = 0.0  # clock.monotonic() of the last change to open
-        self._cb = pybreaker.CircuitBreaker(
+        self._cb = _CircuitBreaker(
+            self,
             fail_max=fail_max,
             reset_timeout=reset_seconds,
             exclude=[lambda exc: not counts_as_failure(exc)],

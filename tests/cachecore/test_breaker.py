@@ -189,3 +189,51 @@ def test_a_stalled_redis_costs_one_timeout_per_reset_period_not_one_per_waiting_
     assert len(redis_errors) == 1, "only the trial call may wait on the stalled Redis"
     assert durations[-1] >= 0.9  # the trial waited out the read timeout
     assert durations[-2] < 0.5  # everyone else bypassed without waiting
+
+
+def _fail_together(breaker: Breaker, calls: int) -> None:
+    """`calls` guarded calls that all enter while the breaker is closed, then all fail."""
+    entered = threading.Barrier(calls)
+
+    def call() -> None:
+        with pytest.raises(ConnectionError), breaker.guard():
+            entered.wait(timeout=5)
+            raise ConnectionError("down")
+
+    with ThreadPoolExecutor(max_workers=calls) as pool:
+        for done in [pool.submit(call) for _ in range(calls)]:
+            done.result(timeout=5)
+
+
+def test_concurrent_failures_open_the_breaker_once(caplog: pytest.LogCaptureFixture) -> None:
+    events: list[tuple[State | None, State]] = []
+    breaker = Breaker(name="unit", fail_max=3, listeners=[lambda event: events.append((event.old, event.new))])
+    _fail_together(breaker, 8)
+    assert breaker.state is State.OPEN
+    assert events == [(State.CLOSED, State.OPEN)]  # before the fix: one closed -> open, five open -> open
+
+
+def test_a_late_failure_of_a_call_that_started_before_opening_does_not_extend_the_open_period(
+    clock: FakeClock,
+) -> None:
+    breaker = Breaker(name="unit", fail_max=1, reset_seconds=60, clock=clock)
+    late_entered, fail_late = threading.Event(), threading.Event()
+
+    def slow_call() -> None:
+        with pytest.raises(ConnectionError), breaker.guard():
+            late_entered.set()
+            fail_late.wait(timeout=5)
+            raise ConnectionError("timed out, at last")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(slow_call)
+        assert late_entered.wait(timeout=5)
+        with pytest.raises(ConnectionError), breaker.guard():
+            raise ConnectionError("down")  # opens the breaker at clock 1000
+        clock.advance(30)
+        fail_late.set()
+        slow.result(timeout=5)
+    clock.advance(30)
+    with breaker.guard():
+        pass  # the trial, 60 s after the breaker opened
+    assert breaker.state is State.CLOSED
