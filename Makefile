@@ -1,6 +1,6 @@
 # Tokencache: `make run` starts everything, `make test` runs the suite on SQLite, then on
 # PostgreSQL (`make test-postgres`). Both set up first.
-.PHONY: run test test-postgres test-cluster lint bench bench-cache bench-dashboards bench-warming setup setup-dev setup-postgres check-deploy clean
+.PHONY: run test test-postgres test-cluster lint bench bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-prefix setup setup-dev setup-postgres check-deploy clean
 
 setup:
 	scripts/bootstrap.sh runtime
@@ -25,7 +25,8 @@ test-postgres: setup-postgres
 
 # Past one Redis, on loopback: a 3-primary, 3-replica Redis Cluster and a Sentinel deployment
 # that the tests start (tests/cluster_plugin.py). The cache core's specifications on the
-# cluster, then primaries killed under load. `make test` deselects these (`cluster` marker).
+# cluster, primaries killed under load, and two web servers with two workers sharing one
+# cluster. `make test` deselects these (`cluster` marker). About a minute.
 test-cluster: setup-dev
 	.venv/bin/pytest -m cluster $(PYTEST_ARGS)
 
@@ -34,10 +35,22 @@ lint: setup-dev
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-bench: bench-cache bench-dashboards bench-warming
+# Every benchmark; each writes its tables into bench/results.md and exits non-zero when a figure
+# misses its target (`make -k bench` runs the rest anyway). docs/performance.md reads them.
+bench: bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-prefix
 
 bench-cache: setup-dev
-	.venv/bin/python bench/cache.py
+	bash -o pipefail -c '.venv/bin/python bench/cache.py | .venv/bin/python bench/report.py cache "Cache core (bench/cache.py)"'
+
+# Hundreds of streaming turns at once through the OpenAI-compatible API and the websocket (minutes).
+bench-concurrency: setup-dev
+	.venv/bin/python bench/concurrency.py --baseline
+
+bench-throughput: setup-dev
+	.venv/bin/python bench/throughput.py
+
+bench-prefix: setup-dev
+	.venv/bin/python bench/prefix.py
 
 bench-dashboards: setup-dev
 	.venv/bin/python bench/dashboards.py
