@@ -10,6 +10,7 @@ store groups its own multi-key commands by slot (cachecore/store/token_store.py)
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -17,7 +18,7 @@ from django_redis.pool import ConnectionFactory
 
 from cachecore.redis_clients import make_client
 
-_clients: dict[tuple[str, int, float, float], Any] = {}
+_clients: dict[tuple[int, str, int, float, float], Any] = {}
 _lock = threading.Lock()
 
 
@@ -26,7 +27,9 @@ class ClusterConnectionFactory(ConnectionFactory):
         pool_size = int(self.pool_cls_kwargs.get("max_connections", 10))
         connect_timeout = float(self.options.get("SOCKET_CONNECT_TIMEOUT", 5.0))
         read_timeout = float(self.options.get("SOCKET_TIMEOUT", 5.0))
-        key = (url, pool_size, connect_timeout, read_timeout)
+        # Keyed by pid too: a forked child (Celery's prefork pool) builds its own client rather
+        # than share the parent's node map, its lock and its sockets.
+        key = (os.getpid(), url, pool_size, connect_timeout, read_timeout)
         with _lock:
             client = _clients.get(key)
             if client is None:

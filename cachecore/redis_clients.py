@@ -18,12 +18,21 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 Mode = Literal["single", "cluster", "sentinel"]
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's primary on a bounded pool that waits for a free connection (up to `timeout`).
+
+    redis-py's SentinelConnectionPool fails at once when all `max_connections` are in use,
+    which the breaker would count as Redis failing during a mere burst; one server's pool
+    waits (settings.py), so Sentinel's does too.
+    """
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,9 @@ def make_client(
     return sentinel.master_for(
         target.master,
         db=target.db if db is None else db,
+        connection_pool_class=SentinelBlockingConnectionPool,
         max_connections=pool_size,
+        timeout=connect_timeout,
     )
 
 

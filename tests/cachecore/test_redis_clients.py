@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from cachecore.redis_clients import celery_broker, channels_host, make_client, parse
-from tests.redis_cluster import ClusterDeployment
+from cachecore.redis_clients import (
+    SentinelBlockingConnectionPool,
+    celery_broker,
+    channels_host,
+    make_client,
+    parse,
+)
+from tests.redis_cluster import ClusterDeployment, SentinelDeployment
 
 
 def test_a_plain_url_is_one_server_on_a_bounded_blocking_pool() -> None:
@@ -62,3 +70,19 @@ def test_a_cluster_client_is_redis_pys_with_blocking_node_pools(redis_cluster: C
     pools = [client.get_redis_connection(node).connection_pool for node in client.get_nodes()]
     assert pools and all(isinstance(p, redis.BlockingConnectionPool) and p.max_connections == 3 for p in pools)
     client.close()
+
+
+@pytest.mark.cluster
+def test_sentinels_primary_is_on_a_bounded_pool_that_waits(
+    sentinel_factory: Callable[[], SentinelDeployment],
+) -> None:
+    deployment = sentinel_factory()
+    client = make_client(deployment.url(0), pool_size=2, connect_timeout=0.2)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelBlockingConnectionPool) and pool.max_connections == 2
+    held = [pool.get_connection(), pool.get_connection()]
+    with pytest.raises(redis.ConnectionError, match="No connection available"):
+        pool.get_connection()  # waited 0.2 s, then gave up: a burst waits instead of failing at once
+    for connection in held:
+        pool.release(connection)
+    assert client.ping()
