@@ -178,14 +178,8 @@ CHANNELS_REDIS_URL = _url_beside_redis("CHANNELS_REDIS_URL", 2)
 TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
 TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
 TOKENCACHE_READ_TIMEOUT = envfloat("TOKENCACHE_READ_TIMEOUT", 5.0)
-# The token cache's own reply timeout (the `tokens` alias): a lookup that waits longer than
-# re-tokenizing its chunks would take (~1 ms) is worse than no cache (docs/cachecore.md).
-TOKENCACHE_CACHE_READ_TIMEOUT = envfloat("TOKENCACHE_CACHE_READ_TIMEOUT", 0.25)
 TOKENCACHE_BREAKER_FAIL_MAX = envint("TOKENCACHE_BREAKER_FAIL_MAX", 5)
 TOKENCACHE_BREAKER_RESET_SECONDS = envfloat("TOKENCACHE_BREAKER_RESET_SECONDS", 60.0)
-# While the breaker is open, a PING this often (off the request path) lets its trial happen
-# as soon as Redis answers; the reset above stays the upper bound (cachecore/probe.py).
-TOKENCACHE_BREAKER_PROBE_SECONDS = envfloat("TOKENCACHE_BREAKER_PROBE_SECONDS", 2.0)
 TOKENCACHE_MAX_VALUE_BYTES = envint("TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024)
 TOKENCACHE_DEFAULT_TOKENIZER = envstr("TOKENCACHE_DEFAULT_TOKENIZER", "tiktoken:cl100k_base")
 TOKENCACHE_MAX_MESSAGE_CHARS = envint("TOKENCACHE_MAX_MESSAGE_CHARS", 4000)
@@ -239,10 +233,6 @@ if REDIS_MODE == "sentinel":
 elif REDIS_MODE == "cluster":
     _redis_location = [REDIS_URL]  # a list: django-redis would split the comma-separated nodes
     _redis_options = {**_redis_options, "CONNECTION_FACTORY": "cachecore.django_redis_cluster.ClusterConnectionFactory"}
-_tokens_factory = {
-    "single": {"CONNECTION_FACTORY": "cachecore.django_redis_pools.ConnectionFactoryByTimeouts"},
-    "sentinel": {"CONNECTION_FACTORY": "cachecore.django_redis_pools.SentinelConnectionFactoryByTimeouts"},
-}
 CACHES = {
     # Django's own cache is an optimisation: while Redis is down it misses instead of raising.
     "default": {
@@ -255,12 +245,7 @@ CACHES = {
     "tokens": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": _redis_location,
-        "OPTIONS": {
-            **_redis_options,
-            "SOCKET_TIMEOUT": TOKENCACHE_CACHE_READ_TIMEOUT,
-            # django-redis shares one pool per URL between aliases: these key them by timeouts too.
-            **_tokens_factory.get(REDIS_MODE, {}),
-        },
+        "OPTIONS": dict(_redis_options),
     },
 }
 
