@@ -48,7 +48,7 @@ class BreakerProcessAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def state_shown(self, record: BreakerProcess) -> str:
         return breaker_state_label(record.state, stale=timezone.now() - _seen(record) > STALE_AFTER)
 
-    @admin.display(description="last recorded", ordering="last_change")
+    @admin.display(description="last recorded", ordering="last_seen")
     def recorded(self, record: BreakerProcess) -> str:
         return f"{format_duration((timezone.now() - _seen(record)).total_seconds())} ago"
 
@@ -85,5 +85,5 @@ class BreakerProcessAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 def _seen(record: BreakerProcess) -> Any:
-    # The heartbeat, once processes write one; until then the record's last write.
+    # The record's last write: every 15 s, the heartbeat's (cachecore.recorder).
     return getattr(record, "last_seen", None) or record.last_change

@@ -1,9 +1,9 @@
 """Live state: every process's breaker as recorded, and what Redis says right now.
 
 A breaker record is a process's own last word about its breaker. Records are written on a
-state change and when the process starts using the cache; until processes also write a
-heartbeat, a record unchanged for `STALE_AFTER` (45 s) is shown as stale: the state it
-holds is not confirmed, and an old "closed" is never shown as a plain "Closed".
+state change, when the process starts using the cache and on its heartbeat (every 15 s,
+`last_seen`); a record not seen for `STALE_AFTER` (45 s, three heartbeats) is shown as stale:
+the state it holds is not confirmed, and an old "closed" is never shown as a plain "Closed".
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class BreakerRow:
     state: str
     consecutive_failures: int
     last_change: datetime
-    last_seen: datetime  # the record's last write (no heartbeat field yet)
+    last_seen: datetime  # the record's last write, the heartbeat's included
     age: timedelta
     stale: bool
 

@@ -36,6 +36,15 @@ from tests.support.fake_model_server import FakeModelServer
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_store_threads() -> None:
+    # default_store() starts its background threads (cachecore/store/default.py) in production;
+    # tests call what those threads call by hand, on moved clocks.
+    from django.conf import settings
+
+    settings.TOKENCACHE_STORE_THREADS = False
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # The default PBKDF2 costs about 0.3 s per persona; tests check passwords, not their strength.

@@ -3,12 +3,22 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokencache_project.settings")
 
 app = Celery("tokencache_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def start_token_cache(**_: object) -> None:
+    """Each pool process (a respawned one too) records its breaker and starts its heartbeat as
+    it starts, not at its first task that uses the cache."""
+    from cachecore.store import default_store
+
+    default_store()
 
 
 @app.task(name="agents.mark_interrupted_turns", ignore_result=True)

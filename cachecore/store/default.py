@@ -2,7 +2,8 @@
 
 `get_many` and the `invalidate_*` functions are `TokenStore`'s methods on the process-wide
 store, built on first use (and again in a forked child) with the process breaker, its
-gauge and log listener and its database recorder; the recorder's row is deleted at exit.
+gauge and log listener and its database recorder, whose heartbeat thread starts with it;
+the recorder's row is deleted at exit.
 """
 
 import atexit
@@ -49,6 +50,8 @@ def default_store() -> TokenStore:
             )
             metrics.BREAKER_STATE.labels(process=identity.label).set(breaker.state.gauge_value)
             recorder.register(breaker)
+            if getattr(settings, "TOKENCACHE_STORE_THREADS", True):  # tests beat by hand instead
+                recorder.start_heartbeat()
             atexit.register(_forget_at_exit, recorder)
             _default = TokenStore(
                 get_redis_connection("tokens"),
@@ -64,6 +67,7 @@ def _forget_at_exit(recorder: DatabaseRecorder) -> None:
     # A forked child inherits its parent's atexit hooks: only the process that
     # registered may forget its own row.
     if os.getpid() == recorder.identity.pid:
+        recorder.stop()
         recorder.forget()
 
 

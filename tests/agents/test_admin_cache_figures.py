@@ -111,5 +111,7 @@ def test_the_admin_index_warns_while_a_breaker_is_open_or_a_record_is_stale(admi
     record.save()
     assert 'id="breaker-banner"' not in admin.get("/admin/").content.decode()
 
-    BreakerProcess.objects.filter(pk=record.pk).update(last_change=now - timedelta(minutes=2))
+    BreakerProcess.objects.filter(pk=record.pk).update(
+        last_change=now - timedelta(minutes=2), last_seen=now - timedelta(minutes=2)
+    )
     assert "1 stale record" in admin.get("/admin/").content.decode()

@@ -27,7 +27,12 @@ def test_staff_see_every_process_breaker_and_the_cache_figures(client: Client, r
 @pytest.mark.django_db
 def test_an_old_record_is_never_shown_as_a_plain_closed(client: Client, root: User) -> None:
     BreakerProcess.objects.create(
-        host="web-1", pid=11, role="web", state="closed", last_change=timezone.now() - timedelta(minutes=5)
+        host="web-1",
+        pid=11,
+        role="web",
+        state="closed",
+        last_change=timezone.now() - timedelta(minutes=5),
+        last_seen=timezone.now() - timedelta(minutes=5),
     )
     client.force_login(root)
     page = client.get("/admin/cachecore/breakerprocess/").content.decode()

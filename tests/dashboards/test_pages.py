@@ -58,7 +58,12 @@ def test_the_live_state_never_shows_an_old_record_as_closed(demo: Demo, vera: Us
     now = timezone.now()
     BreakerProcess.objects.create(host="web-a", pid=1, role="web", state="closed", last_change=now)
     BreakerProcess.objects.create(
-        host="web-b", pid=2, role="web", state="closed", last_change=now - timedelta(minutes=3)
+        host="web-b",
+        pid=2,
+        role="web",
+        state="closed",
+        last_change=now - timedelta(minutes=3),
+        last_seen=now - timedelta(minutes=3),
     )
     page = _client(vera).get("/dashboards/live/").content.decode()
     fresh = page.split("web@web-a:1", 1)[1].split("</tr>", 1)[0]
