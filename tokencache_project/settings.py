@@ -178,6 +178,9 @@ CHANNELS_REDIS_URL = _url_beside_redis("CHANNELS_REDIS_URL", 2)
 TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
 TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
 TOKENCACHE_READ_TIMEOUT = envfloat("TOKENCACHE_READ_TIMEOUT", 5.0)
+# The token cache's own reply timeout (the `tokens` alias): a lookup that waits longer than
+# re-tokenizing its chunks would take (under 1 ms) is worse than no cache (docs/cachecore.md).
+TOKENCACHE_CACHE_READ_TIMEOUT = envfloat("TOKENCACHE_CACHE_READ_TIMEOUT", 0.25)
 TOKENCACHE_BREAKER_FAIL_MAX = envint("TOKENCACHE_BREAKER_FAIL_MAX", 5)
 TOKENCACHE_BREAKER_RESET_SECONDS = envfloat("TOKENCACHE_BREAKER_RESET_SECONDS", 60.0)
 TOKENCACHE_MAX_VALUE_BYTES = envint("TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024)
@@ -233,6 +236,10 @@ if REDIS_MODE == "sentinel":
 elif REDIS_MODE == "cluster":
     _redis_location = [REDIS_URL]  # a list: django-redis would split the comma-separated nodes
     _redis_options = {**_redis_options, "CONNECTION_FACTORY": "cachecore.django_redis_cluster.ClusterConnectionFactory"}
+_tokens_factory = {
+    "single": {"CONNECTION_FACTORY": "cachecore.django_redis_pools.ConnectionFactoryByTimeouts"},
+    "sentinel": {"CONNECTION_FACTORY": "cachecore.django_redis_pools.SentinelConnectionFactoryByTimeouts"},
+}
 CACHES = {
     # Django's own cache is an optimisation: while Redis is down it misses instead of raising.
     "default": {
@@ -245,7 +252,12 @@ CACHES = {
     "tokens": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": _redis_location,
-        "OPTIONS": dict(_redis_options),
+        "OPTIONS": {
+            **_redis_options,
+            "SOCKET_TIMEOUT": TOKENCACHE_CACHE_READ_TIMEOUT,
+            # django-redis shares one pool per URL between aliases: these key them by timeouts too.
+            **_tokens_factory.get(REDIS_MODE, {}),
+        },
     },
 }
 
