@@ -11,7 +11,7 @@ agent gets `agent_not_permitted` (or `agent_not_found`) and 4403 (4404), as at c
 
 A bad frame gets an error frame and the socket stays open. Each frame is admitted as it
 arrives (agent, conversation, rate limit: `prepare_turn`) and again, uncharged, when its
-turn comes up (`confirm_turn`); turns on one socket run one after another, in order, in a
+turn comes up after waiting behind another (`confirm_turn`); turns on one socket run one after another, in order, in a
 worker thread (`TurnStream`), with at most `MAX_WAITING_TURNS` waiting: a frame beyond that
 gets a `busy` error frame. Frames keep being read meanwhile, so a bad frame is answered at
 once and a disconnect is noticed at once. On disconnect only the forwarding stops: the
@@ -169,7 +169,9 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
         except (SessionEnded, ApiError, ChatError) as error:
             await self.refuse(error)
             return
-        task = asyncio.create_task(self.run_turn(frame.message, turn))
+        # A turn that starts at once was admitted a moment ago: only one that waits behind another
+        # is admitted again when it starts (its user may have lost the agent meanwhile).
+        task = asyncio.create_task(self.run_turn(frame.message, turn, confirm=bool(self.turns)))
         self.turns.add(task)
         task.add_done_callback(self._forget)
 
@@ -179,11 +181,12 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
             # Typically the client went away while we were sending; the turn itself is unaffected.
             logger.info("websocket_forwarding_stopped", extra={"error": repr(task.exception())})
 
-    async def run_turn(self, message: str, turn: TurnRequest) -> None:
+    async def run_turn(self, message: str, turn: TurnRequest, *, confirm: bool = True) -> None:
         async with self.in_order:
             try:
                 # The login may have ended, or the user lost the agent, while this turn waited.
-                turn = await in_database_thread(self._confirm)(turn)
+                if confirm:
+                    turn = await in_database_thread(self._confirm)(turn)
             except (SessionEnded, ChatError) as error:
                 await self.refuse(error)
                 return

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import pytest
 
 from agents import turn_loop
+from agents.backends import openai as openai_backend
 from agents.backends.clients import model_server_pool
 from agents.backends.openai import OpenAIBackend
 from agents.models import Message
@@ -63,12 +65,18 @@ def test_consecutive_answers_reuse_one_connection_to_the_model_server(model_serv
     backend = OpenAIBackend(base_url=model_server.base_url, model=model_server.model)
     for _ in range(3):
         assert backend.generate(build_prompt(), max_tokens=8, temperature=0.0).text
+        # The end of each response is read in the background; its connection is free once read.
+        turn_loop.run_in_turn_loop(_drained())
 
     async def open_connections() -> list[int]:
         shards = model_server_pool(model_server.base_url).shards
         return [len(shard.client._transport._pool.connections) for shard in shards]  # type: ignore[attr-defined]
 
     assert turn_loop.run_in_turn_loop(open_connections()) == [1]
+
+
+async def _drained() -> None:
+    await asyncio.gather(*openai_backend._draining)
 
 
 def test_a_synchronous_callers_deltas_arrive_in_its_own_thread(model_server: FakeModelServer) -> None:
