@@ -186,7 +186,8 @@ class Breaker:
       (default: `RedisError`). Any other error propagates and counts as a success,
       since the service answered: a bug or a rejected request must not open it.
     - `listeners` receive a `BreakerEvent` on every state change (gauge, log, row).
-    - `state`, `failures` (consecutive), `fail_max`, `reset_seconds`; `reset()`.
+    - `state`, `failures` (consecutive), `fail_max`, `reset_seconds`; `reset()`;
+      `allow_trial()` (the service answers again: half-open now).
     - `clock` measures the reset timeout (`cachecore.clock`): tests move it instead of sleeping.
 
     Everything that can fail must happen inside the block: a response read to the
@@ -267,6 +268,19 @@ class Breaker:
         if self._trial_thread is not None:
             return 0.0
         return max(0.0, self._opened_at + self.reset_seconds - self.clock.monotonic())
+
+    def allow_trial(self) -> bool:
+        """Let the next call be the half-open trial now, before the reset timeout ends.
+
+        For a caller that saw the service answer again (`cachecore.probe`): the breaker
+        turns half-open at once (an open -> half-open event), so recovery does not wait out
+        the reset period. False, changing nothing, unless the breaker is open.
+        """
+        with self._cb._lock:
+            if self._cb.current_state != pybreaker.STATE_OPEN:
+                return False
+            self._cb.half_open()
+            return True
 
     def reset(self) -> None:
         """Force the breaker closed (tests, or an operator who fixed Redis)."""

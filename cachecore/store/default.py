@@ -2,8 +2,8 @@
 
 `get_many` and the `invalidate_*` functions are `TokenStore`'s methods on the process-wide
 store, built on first use (and again in a forked child) with the process breaker, its
-gauge and log listener and its database recorder, whose heartbeat thread starts with it;
-the recorder's row is deleted at exit.
+gauge and log listener, its database recorder and its recovery probe, whose threads (one
+each per process) start with it; the recorder's row is deleted at exit.
 """
 
 import atexit
@@ -15,6 +15,7 @@ from django.conf import settings
 
 from cachecore import metrics
 from cachecore.breaker import Breaker, gauge_and_log
+from cachecore.probe import RecoveryProbe
 from cachecore.process import ProcessIdentity
 from cachecore.recorder import DatabaseRecorder
 from cachecore.store.results import LookupBatch
@@ -50,17 +51,27 @@ def default_store() -> TokenStore:
             )
             metrics.BREAKER_STATE.labels(process=identity.label).set(breaker.state.gauge_value)
             recorder.register(breaker)
-            if getattr(settings, "TOKENCACHE_STORE_THREADS", True):  # tests beat by hand instead
+            client = get_redis_connection("tokens")
+            probe = RecoveryProbe(
+                breaker=breaker, client=client, interval=getattr(settings, "TOKENCACHE_BREAKER_PROBE_SECONDS", 2.0)
+            )
+            if getattr(settings, "TOKENCACHE_STORE_THREADS", True):  # tests beat and probe by hand
                 recorder.start_heartbeat()
+                probe.start()
             atexit.register(_forget_at_exit, recorder)
+            atexit.register(_stop_at_exit, probe)
             _default = TokenStore(
-                get_redis_connection("tokens"),
+                client,
                 breaker=breaker,
                 max_value_bytes=getattr(settings, "TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024),
                 lock_seconds=getattr(settings, "TOKENCACHE_LOCK_SECONDS", 3.0),
             )
             _default_pid = pid
         return _default
+
+
+def _stop_at_exit(probe: RecoveryProbe) -> None:
+    probe.stop()  # no PING while the interpreter tears down
 
 
 def _forget_at_exit(recorder: DatabaseRecorder) -> None:
