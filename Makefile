@@ -1,6 +1,6 @@
 # Tokencache: `make run` starts everything, `make test` runs the suite on SQLite, then on
 # PostgreSQL (`make test-postgres`). Both set up first.
-.PHONY: run test test-postgres test-cluster lint bench bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-prefix setup setup-dev setup-postgres check-deploy clean
+.PHONY: run test test-postgres test-cluster lint bench bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-stages bench-prefix setup setup-dev setup-postgres check-deploy clean
 
 setup:
 	scripts/bootstrap.sh runtime
@@ -37,7 +37,7 @@ lint: setup-dev
 
 # Every benchmark; each writes its tables into bench/results.md and exits non-zero when a figure
 # misses its target (`make -k bench` runs the rest anyway). docs/performance.md reads them.
-bench: bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-prefix
+bench: bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-stages bench-prefix
 
 bench-cache: setup-dev
 	bash -o pipefail -c '.venv/bin/python bench/cache.py | .venv/bin/python bench/report.py cache "Cache core (bench/cache.py)"'
@@ -48,6 +48,9 @@ bench-concurrency: setup-dev
 
 bench-throughput: setup-dev
 	.venv/bin/python bench/throughput.py
+
+bench-stages: setup-dev
+	.venv/bin/python bench/stages.py
 
 bench-prefix: setup-dev
 	.venv/bin/python bench/prefix.py
