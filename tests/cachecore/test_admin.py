@@ -64,3 +64,25 @@ def test_the_hit_rate_leaves_bypassed_lookups_out_and_latencies_read_in_ms(clien
     rate_cell = page.split("Hit rate</th><td>")[1].split(" ")[0]
     assert rate_cell == f"{stats.hits / (stats.hits + stats.misses):.0%}"
     assert "Tokens cached (Redis now)" in page
+
+
+@pytest.mark.django_db
+def test_with_redis_back_the_figures_read_it_even_while_this_process_breaker_is_still_open(
+    client: Client, root: User
+) -> None:
+    from redis.exceptions import ConnectionError
+
+    from cachecore.breaker import State
+    from cachecore.store import default_store
+
+    breaker = default_store().breaker
+    try:
+        for _ in range(breaker.fail_max):
+            with pytest.raises(ConnectionError), breaker.guard():
+                raise ConnectionError("Redis was down a moment ago")
+        assert breaker.state is State.OPEN
+        client.force_login(root)
+        page = client.get("/admin/cachecore/breakerprocess/").content.decode()
+    finally:
+        breaker.reset()
+    assert "Tokens cached (Redis now)" in page and "Redis does not answer" not in page
