@@ -19,7 +19,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import close_old_connections
@@ -37,6 +37,11 @@ _pool: ThreadPoolExecutor | None = None
 _pid = 0
 # Tasks on the loop: the loop keeps only weak references, and a turn nobody awaits must not vanish.
 _running: set[asyncio.Future[Any]] = set()
+# Everything submitted and not finished, as the submitters see it (for the exit hook below).
+_submitted: set[Future[Any]] = set()
+# At exit, how long running turns may take to finish (and store their answers): under the web
+# unit's TimeoutStopSec (deploy/systemd/tokencache-web.service).
+SHUTDOWN_GRACE_SECONDS = 25.0
 
 
 def _started() -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
@@ -77,7 +82,16 @@ def submit(coroutine: Coroutine[Any, Any, R]) -> Future[R]:
         finally:
             _running.discard(task)
 
-    return asyncio.run_coroutine_threadsafe(keep(), loop)
+    future = asyncio.run_coroutine_threadsafe(keep(), loop)
+    with _lock:
+        _submitted.add(future)
+    future.add_done_callback(_forget)
+    return future
+
+
+def _forget(future: Future[Any]) -> None:
+    with _lock:
+        _submitted.discard(future)
 
 
 def run_in_turn_loop(coroutine: Coroutine[Any, Any, R]) -> R:
@@ -111,3 +125,23 @@ async def in_turn_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     _, pool = _started()
     call = functools.partial(closing_connections(fn), *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+
+def _finish_running_turns() -> None:
+    """At interpreter exit, let the turns on the loop finish, as the pool's threads finish theirs.
+
+    The loop's thread is a daemon, which exit would stop mid-answer. Registered with threading's
+    exit hooks, which run before the thread pools shut down (they run newest first, and
+    concurrent.futures registered its hook when this module imported ThreadPoolExecutor), so a
+    finishing turn can still store its answer in the pool.
+    """
+    if _pid != os.getpid():
+        return
+    with _lock:
+        unfinished = list(_submitted)
+    if unfinished:
+        wait(unfinished, timeout=SHUTDOWN_GRACE_SECONDS)
+
+
+# The same hook concurrent.futures uses for its pools (private, but stable since Python 3.9).
+threading._register_atexit(_finish_running_turns)  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,21 @@ def test_blocking_on_the_turn_loop_from_the_turn_loop_is_refused(model_server: F
 
     with pytest.raises(RuntimeError, match="block the turn loop"):
         turn_loop.run_in_turn_loop(blocking())
+
+
+def test_a_process_that_exits_lets_its_running_turns_finish(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "answer-stored"
+    script = (
+        "import asyncio, pathlib\n"
+        "from agents import turn_loop\n"
+        "async def turn():\n"
+        "    await asyncio.sleep(0.5)  # the model still streaming when the process is told to stop\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('stored')\n"
+        "turn_loop.submit(turn())\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30, cwd=str(Path(__file__).parents[2]))
+
+    assert marker.read_text() == "stored"
