@@ -96,7 +96,10 @@ class DatabaseRecorder:
 
         def run() -> None:
             while not self._stop.wait(seconds):
-                self.beat()
+                try:
+                    self.beat()
+                except RuntimeError:  # the writer no longer takes work: the interpreter is exiting
+                    return
 
         self._heartbeat = threading.Thread(target=run, name="tokencache-breaker-heartbeat", daemon=True)
         self._heartbeat.start()

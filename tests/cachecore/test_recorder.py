@@ -196,3 +196,15 @@ def test_a_heartbeat_prunes_the_row_of_a_process_that_ended_without_its_exit_hoo
     recorder.beat()
     recorder.flush()
     assert not BreakerProcess.objects.filter(pid=dead).exists()  # before: kept for an hour
+
+
+def test_the_heartbeat_ends_quietly_once_the_writer_takes_no_more_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    escaped: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    recorder = DatabaseRecorder(ProcessIdentity(host="h", pid=1, role="web"))
+    recorder._executor.shutdown()  # as at interpreter exit: submit() raises RuntimeError
+    recorder.start_heartbeat(interval=0.01)
+    assert recorder._heartbeat is not None
+    recorder._heartbeat.join(timeout=5)
+    assert not recorder._heartbeat.is_alive()
+    assert escaped == []  # before: a RuntimeError traceback on stderr as the process exited
