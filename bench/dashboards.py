@@ -135,8 +135,12 @@ def seed(*, messages: int, days: int, rng: random.Random) -> dict[str, float]:
             field.auto_now_add = True  # type: ignore[attr-defined]
     BreakerProcess.objects.bulk_create(
         [
-            BreakerProcess(host="bench", pid=1, role="web", state="closed", consecutive_failures=0, last_change=now),
-            BreakerProcess(host="bench", pid=2, role="worker", state="open", consecutive_failures=5, last_change=now),
+            BreakerProcess(
+                host="bench", pid=1, role="web", state="closed", consecutive_failures=0, last_change=now, last_seen=now
+            ),
+            BreakerProcess(
+                host="bench", pid=2, role="worker", state="open", consecutive_failures=5, last_change=now, last_seen=now
+            ),
             BreakerProcess(
                 host="bench",
                 pid=3,
@@ -144,6 +148,7 @@ def seed(*, messages: int, days: int, rng: random.Random) -> dict[str, float]:
                 state="closed",
                 consecutive_failures=0,
                 last_change=now - timedelta(minutes=10),
+                last_seen=now - timedelta(minutes=10),  # not seen for three heartbeats: stale
             ),
         ]
     )
