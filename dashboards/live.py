@@ -129,42 +129,68 @@ def redis_state(*, timeout: float = 0.5) -> RedisState:
     """Ask the token cache's Redis right now, with a short timeout, outside the breaker.
 
     The breaker says what this process last saw; this says whether Redis answers now, so
-    a page never says "unavailable" about a Redis that is back.
+    a page never says "unavailable" about a Redis that is back. On a cluster the figures are
+    the primaries' summed (memory, maxmemory, keys, evictions, clients); under Sentinel they
+    are the current primary's.
     """
     import redis
-    from django_redis import get_redis_connection
 
     checked_at = timezone.now()
     try:
-        pool = get_redis_connection("tokens").connection_pool
-        options = {**pool.connection_kwargs, "socket_connect_timeout": timeout, "socket_timeout": timeout}
-        client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
-    except Exception as exc:  # misconfigured CACHES
+        client = _probe_client(timeout=timeout, read_timeout=timeout)
+    except Exception as exc:  # a REDIS_URL that cannot be used
         return RedisState(answers=False, error=str(exc), checked_at=checked_at)
     try:
-        memory: dict[str, Any] = client.info("memory")
-        stats: dict[str, Any] = client.info("stats")
-        clients: dict[str, Any] = client.info("clients")
-        keys = int(client.dbsize())
-        try:
-            config = client.config_get("maxmemory*")
-        except redis.ResponseError:  # CONFIG refused (a managed Redis, an ACL): INFO still says the memory
-            config = {"maxmemory": memory.get("maxmemory", 0), "maxmemory-policy": memory.get("maxmemory_policy", "")}
+        nodes = _per_primary(client)
+        memory = [node.info("memory") for node in nodes]
+        stats = [node.info("stats") for node in nodes]
+        clients = [node.info("clients") for node in nodes]
+        keys = sum(int(node.dbsize()) for node in nodes)
+        configs = []
+        for node, node_memory in zip(nodes, memory, strict=True):
+            try:
+                configs.append(node.config_get("maxmemory*"))
+            except redis.ResponseError:  # CONFIG refused (a managed Redis, an ACL): INFO still says the memory
+                configs.append(
+                    {
+                        "maxmemory": node_memory.get("maxmemory", 0),
+                        "maxmemory-policy": node_memory.get("maxmemory_policy", ""),
+                    }
+                )
     except redis.RedisError as exc:
         return RedisState(answers=False, error=str(exc) or type(exc).__name__, checked_at=checked_at)
     finally:
         client.close()
+    policies = {str(config.get("maxmemory-policy", "")) for config in configs}
     return RedisState(
         answers=True,
         error="",
-        used_memory=int(memory.get("used_memory", 0)),
-        maxmemory=int(config.get("maxmemory", 0) or 0),
-        policy=str(config.get("maxmemory-policy", "")),
-        evicted_keys=int(stats.get("evicted_keys", 0)),
+        used_memory=sum(int(m.get("used_memory", 0)) for m in memory),
+        maxmemory=sum(int(c.get("maxmemory", 0) or 0) for c in configs),
+        policy=", ".join(sorted(policies)),
+        evicted_keys=sum(int(s.get("evicted_keys", 0)) for s in stats),
         keys=keys,
-        connected_clients=int(clients.get("connected_clients", 0)),
+        connected_clients=sum(int(c.get("connected_clients", 0)) for c in clients),
         checked_at=checked_at,
     )
+
+
+def _probe_client(*, timeout: float, read_timeout: float) -> Any:
+    """A client of its own on REDIS_URL (one server, Sentinel's primary or a cluster), one connection."""
+    from django.conf import settings
+
+    from cachecore.redis_clients import make_client
+
+    return make_client(settings.REDIS_URL, pool_size=1, connect_timeout=timeout, read_timeout=read_timeout)
+
+
+def _per_primary(client: Any) -> list[Any]:
+    """The plain clients to ask: each primary of a cluster, else the client itself."""
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
 
 
 def stored_usage(state: RedisState) -> Any:
@@ -172,15 +198,10 @@ def stored_usage(state: RedisState) -> Any:
     process's breaker; None when Redis does not answer."""
     if not state.answers:
         return None
-    import redis
-    from django_redis import get_redis_connection
-
     from cachecore.breaker import Breaker
     from cachecore.store import TokenStore
 
-    pool = get_redis_connection("tokens").connection_pool
-    options = {**pool.connection_kwargs, "socket_connect_timeout": 0.5, "socket_timeout": 1.0}
-    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
+    client = _probe_client(timeout=0.5, read_timeout=1.0)
     try:
         return TokenStore(client, breaker=Breaker(name="dashboards-usage", fail_max=1)).usage()
     finally:
