@@ -1,6 +1,6 @@
 # Tokencache: `make run` starts everything, `make test` runs the suite on SQLite, then on
 # PostgreSQL (`make test-postgres`). Both set up first.
-.PHONY: run test test-postgres test-cluster lint bench bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-stages bench-prefix setup setup-dev setup-postgres check-deploy clean
+.PHONY: run test test-postgres test-cluster test-faults lint bench bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-stages bench-prefix bench-load setup setup-dev setup-postgres check-deploy clean
 
 setup:
 	scripts/bootstrap.sh runtime
@@ -30,6 +30,14 @@ test-postgres: setup-postgres
 test-cluster: setup-dev
 	.venv/bin/pytest -m cluster $(PYTEST_ARGS)
 
+# Faults injected into real processes (uvicorn, Redis, a Celery worker, the loopback model
+# server) under a small chat load: Redis killed, stalled, full; the model server down or
+# cutting streams; the web process killed mid-stream; the database busy; nothing may be lost
+# (tests/faults/). `make test` deselects these (`faults` marker). About two and a half minutes;
+# each scenario's figures go to var/faults.json (docs/reliability.md).
+test-faults: setup-dev
+	.venv/bin/pytest -m faults $(PYTEST_ARGS)
+
 lint: setup-dev
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -37,7 +45,7 @@ lint: setup-dev
 
 # Every benchmark; each writes its tables into bench/results.md and exits non-zero when a figure
 # misses its target (`make -k bench` runs the rest anyway). docs/performance.md reads them.
-bench: bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-stages bench-prefix
+bench: bench-cache bench-dashboards bench-warming bench-concurrency bench-throughput bench-stages bench-prefix bench-load
 
 bench-cache: setup-dev
 	bash -o pipefail -c '.venv/bin/python bench/cache.py | .venv/bin/python bench/report.py cache "Cache core (bench/cache.py)"'
@@ -54,6 +62,11 @@ bench-stages: setup-dev
 
 bench-prefix: setup-dev
 	.venv/bin/python bench/prefix.py
+
+# A mix of new and repeated questions over the JSON API, the streamed OpenAI-compatible API and
+# the websocket for 30 s (`--seconds`), against deploy/Procfile's web line on loopback.
+bench-load: setup-dev
+	.venv/bin/python bench/load.py
 
 bench-dashboards: setup-dev
 	.venv/bin/python bench/dashboards.py
