@@ -136,15 +136,30 @@ class Deployment:
             last = now
         return None
 
-    def nudge(self) -> None:
-        """One JSON turn, so that the cache is looked up even when the load has ended."""
+    def nudge(self) -> bool:
+        """One JSON turn (so that the cache is looked up even when the load has ended); answered?"""
         with contextlib.suppress(httpx.HTTPError):
-            httpx.post(
+            response = httpx.post(
                 f"{self.url}/api/agents/support/chat",
                 headers={"Authorization": f"Bearer {self.token}"},
                 json={"message": "What do I do when Redis is down?"},
                 timeout=30,
             )
+            return response.status_code == 200
+        return False
+
+    def answering_again(self, result: LoadResult, since: float, timeout: float = 60.0) -> float:
+        """Seconds from `since` to the end of the first turn answered after it: from the load, or
+        from turns sent now if the load ended before (a breaker may wait its reset first)."""
+        answered = [t.started + t.seconds - since for t in result.turns if t.outcome == "ok" and t.started > since]
+        if answered:
+            return min(answered)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.nudge():
+                return time.monotonic() - since
+            time.sleep(0.5)
+        raise AssertionError(f"no turn was answered within {timeout:.0f} s")
 
 
 @pytest.fixture
