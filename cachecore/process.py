@@ -20,3 +20,16 @@ class ProcessIdentity:
     @property
     def label(self) -> str:
         return f"{self.role}@{self.host}:{self.pid}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (a pid from another host means nothing here)."""
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group: never "dead"
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True

@@ -6,7 +6,6 @@ the rows of this host's processes that are gone.
 """
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,21 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 from cachecore import metrics
 from cachecore.breaker import Breaker, BreakerEvent, State
-from cachecore.process import ProcessIdentity
+from cachecore.process import ProcessIdentity, pid_alive
 
 logger = logging.getLogger(__name__)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # os.kill(0, ...) would signal our own process group: never "dead"
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 class DatabaseRecorder:
@@ -140,7 +127,7 @@ class DatabaseRecorder:
                 .exclude(pid=self.identity.pid)
                 .values_list("pk", "pid")[: self.PRUNE_BATCH]
             )
-            dead = {pk: pid for pk, pid in stale if not _pid_alive(pid)}
+            dead = {pk: pid for pk, pid in stale if not pid_alive(pid)}
             if dead:
                 BreakerProcess.objects.filter(pk__in=dead).delete()
                 for pid in dead.values():
