@@ -406,6 +406,9 @@ class WarmingRun(models.Model):
     tokens_written = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(default=0)
     error = models.TextField(blank=True)
+    # The process carrying the run out: a run left `running` by a process that is gone is queued again.
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.IntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested", "-id"]

@@ -71,6 +71,14 @@ def check_cold_start() -> bool:
     return rewarm_if_cold() is not None
 
 
+@shared_task(name="agents.requeue_orphaned_warming", soft_time_limit=30, time_limit=45, ignore_result=True)
+def requeue_orphaned_warming() -> int:
+    """Every minute (beat) and as a worker starts: runs left `running` by a dead worker are queued again."""
+    from agents.warming import requeue_orphaned_runs
+
+    return len(requeue_orphaned_runs())
+
+
 @shared_task(name="agents.tune_ttl_policies", soft_time_limit=600, time_limit=660, **COMMON)
 def tune_ttl_policies() -> int:
     """Hourly (beat): recommend each policy's TTL, and apply it where the policy says so."""

@@ -7,14 +7,17 @@ after each batch it sleeps long enough that it works at most `duty_cycle` of the
 worker warming a large corpus leaves room for chat turns on the same machine.
 
 One full run per agent at a time: a lock in Redis that expires, so a crashed run cannot hold
-it for ever. A run someone asked for (admin, API, command, cold start) writes its progress to
-its `WarmingRun` row after every batch, where the admin shows it.
+it for ever; a run whose worker died is queued again (`requeue_orphaned_runs`). A run someone
+asked for (admin, API, command, cold start) writes its progress to its `WarmingRun` row after
+every batch, where the admin shows it.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +32,7 @@ from django.utils import timezone
 from agents.models import Agent, Chunk, Message, WarmingRun
 from agents.queueing import after_commit
 from cachecore.coldstart import cache_is_new
+from cachecore.process import pid_alive
 from cachecore.store import get_many
 from cachecore.tokenizers import get_tokenizer
 
@@ -115,12 +119,15 @@ def run_warming(*, run: WarmingRun, budget: Budget | None = None, sleep: Sleep =
     Skipped while another run for the same agent holds the lock. Raises `CacheUnavailable`
     after recording the run as failed, so a task can retry later.
     """
-    lock = f"tc:v1:warming:{run.agent_id or 'all'}"
-    if not cache.add(lock, run.pk, timeout=LOCK_SECONDS):
+    lock = _lock_of(run)
+    # A run queued again after its worker died still holds its own lock: it takes it over.
+    if not cache.add(lock, run.pk, timeout=LOCK_SECONDS) and cache.get(lock) != run.pk:
         _finish(run, WarmingRun.Status.SKIPPED)
         return run
+    cache.set(lock, run.pk, timeout=LOCK_SECONDS)
     try:
         run.status, run.started = WarmingRun.Status.RUNNING, timezone.now()
+        run.worker_host, run.worker_pid = socket.gethostname(), os.getpid()
         run.save()
         chunks = (
             _chunks().filter(document__agent_id=run.agent_id).order_by("document_id", "position")
@@ -156,6 +163,37 @@ def rewarm_if_cold() -> WarmingRun | None:
     return request_warming(agent=None, reason=WarmingRun.Reason.COLD_START)
 
 
+def requeue_orphaned_runs() -> list[WarmingRun]:
+    """Queue again the runs left `running` by a worker that is gone, so none stays `running` for good.
+
+    Gone: on this host, its process no longer exists; on another host (whose processes cannot be
+    checked from here), its lock, refreshed by every batch, has expired. Called when a worker
+    starts and by beat every minute; the broker would redeliver the task itself only after its
+    visibility timeout (an hour), and that copy would find the run already carried out.
+    """
+    host = socket.gethostname()
+    requeued = []
+    for run in WarmingRun.objects.filter(status=WarmingRun.Status.RUNNING):
+        if run.worker_host == host and run.worker_pid is not None:
+            gone = not pid_alive(run.worker_pid)
+        else:
+            gone = cache.get(_lock_of(run)) != run.pk
+        if not gone:
+            continue
+        # Only if still running as we saw it: two checks at once requeue a run once.
+        claimed = WarmingRun.objects.filter(pk=run.pk, status=WarmingRun.Status.RUNNING).update(
+            status=WarmingRun.Status.QUEUED,
+            error=f"its worker stopped after {run.done_chunks} of {run.total_chunks} chunks; queued again",
+        )
+        if claimed:
+            from agents import tasks
+
+            after_commit(tasks.warm_cache, run.pk)
+            requeued.append(run)
+            logger.warning("warming_run_requeued", extra={"run": run.pk, "done": run.done_chunks})
+    return requeued
+
+
 def warm_document(*, document_id: int, sleep: Sleep = time.sleep) -> Tally:
     """Warm one saved document's chunks: the first question after an edit is already a hit."""
     return warm_chunks(_chunks().filter(document_id=document_id), sleep=sleep)
@@ -186,7 +224,12 @@ def _batches(chunks: Sequence[Chunk], *, size: int) -> Iterator[tuple[Agent, lis
             yield members[0].document.agent, members[start : start + size]
 
 
+def _lock_of(run: WarmingRun) -> str:
+    return f"tc:v1:warming:{run.agent_id or 'all'}"
+
+
 def _record(run: WarmingRun, tally: Tally) -> None:
+    cache.touch(_lock_of(run), LOCK_SECONDS)  # still working: the lock lasts another interval
     run.total_chunks, run.done_chunks = tally.total_chunks, tally.done_chunks
     run.already_cached, run.tokens_written, run.seconds = tally.already_cached, tally.tokens_written, tally.seconds
     run.save(update_fields=["total_chunks", "done_chunks", "already_cached", "tokens_written", "seconds"])

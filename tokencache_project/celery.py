@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokencache_project.settings")
 
@@ -19,6 +19,15 @@ def start_token_cache(**_: object) -> None:
     from cachecore.store import default_store
 
     default_store()
+
+
+@worker_ready.connect
+def requeue_orphaned_warming(**_: object) -> None:
+    """A worker that starts (a restart after a crash, typically) takes up warming runs its dead
+    predecessor left `running`, instead of leaving them for beat's next minute."""
+    from agents.warming import requeue_orphaned_runs
+
+    requeue_orphaned_runs()
 
 
 @app.task(name="agents.mark_interrupted_turns", ignore_result=True)

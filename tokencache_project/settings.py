@@ -295,6 +295,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "rollup-cache-stats": {"task": "dashboards.rollup_cache_stats", "schedule": 60.0},
     # Every minute: a cache that came back empty (restart, flush) is re-warmed, hottest chunks first.
     "check-cold-start": {"task": "agents.check_cold_start", "schedule": 60.0},
+    # Every minute: a warming run left `running` by a worker that died is queued again.
+    "requeue-orphaned-warming": {"task": "agents.requeue_orphaned_warming", "schedule": 60.0},
     # Hourly: each TTL policy's recommended TTL from its chunks' reuse (agents/tuner.py).
     "tune-ttl-policies": {"task": "agents.tune_ttl_policies", "schedule": 3600.0},
 }

@@ -7,6 +7,7 @@ shares the test database (SQLite in memory): tests here are transactional.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -204,3 +205,38 @@ def test_a_disabled_agent_is_not_warmed(demo: Demo) -> None:
     Agent.objects.filter(slug="business").update(enabled=False)
 
     assert {chunk.document.agent.slug for chunk in hottest_chunks()} == {"support", "documentation"}
+
+
+def test_a_run_left_running_by_a_dead_worker_is_queued_again_and_finished(
+    demo: Demo, redis_server: RedisProcess
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from django.core.cache import cache
+
+    from agents.warming import requeue_orphaned_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs, as a worker killed mid-run leaves
+    support = demo.agents["support"]
+    orphan = WarmingRun.objects.create(
+        agent=support, reason=WarmingRun.Reason.ADMIN, status=WarmingRun.Status.RUNNING,
+        worker_host=socket.gethostname(), worker_pid=dead.pid, done_chunks=3, total_chunks=80,
+    )  # fmt: skip
+    cache.set(f"tc:v1:warming:{support.pk}", orphan.pk, timeout=900)  # its lock outlived it
+    alive = WarmingRun.objects.create(
+        agent=demo.agents["business"], reason=WarmingRun.Reason.ADMIN, status=WarmingRun.Status.RUNNING,
+        worker_host=socket.gethostname(), worker_pid=os.getpid(),
+    )  # fmt: skip
+
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False, shutdown_timeout=10):
+        assert [run.pk for run in requeue_orphaned_runs()] == [orphan.pk]
+        eventually(lambda: WarmingRun.objects.get(pk=orphan.pk).status == WarmingRun.Status.DONE)
+
+    orphan.refresh_from_db()
+    assert "its worker stopped after 3 of 80 chunks" in orphan.error
+    assert orphan.done_chunks == orphan.total_chunks
+    assert WarmingRun.objects.get(pk=alive.pk).status == WarmingRun.Status.RUNNING
+    assert requeue_orphaned_runs() == []

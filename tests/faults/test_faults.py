@@ -299,11 +299,6 @@ def _warming_run(d: Deployment, run_id: int) -> tuple[str, int, int]:
     return rows[0] if rows else ("missing", 0, 0)
 
 
-@pytest.mark.xfail(
-    reason="defect: a warming run whose worker was killed stays `running` (the task is not redelivered "
-    "before the broker's 1 h visibility timeout, and warm_cache ignores a run that is `running`)",
-    strict=False,
-)
 def test_celery_worker_killed_mid_warming(deployment_factory: Factory) -> None:
     """Inject: SIGKILL of the Celery worker (solo pool) while it runs a warming run (slowed: 2 chunks
     per batch, 2 % duty cycle), under the chat load; the worker is started again.
@@ -329,7 +324,9 @@ def test_celery_worker_killed_mid_warming(deployment_factory: Factory) -> None:
     result = join()
     assert result.outcomes() == {"ok": len(result.turns)}, result.outcomes()
     assert_all_answered(d, result)
-    deadline = time.monotonic() + 30
+    # The restarted worker queues the orphaned run again at start (agents.warming.requeue_orphaned_runs)
+    # and carries it out: about 20 s of slowed warming here; generous for a loaded CI machine.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and _warming_run(d, run_id)[0] in ("queued", "running"):
         time.sleep(0.5)
     status, done, total = _warming_run(d, run_id)
@@ -337,9 +334,9 @@ def test_celery_worker_killed_mid_warming(deployment_factory: Factory) -> None:
         "celery worker killed mid-warming",
         turns=len(result.turns),
         ok=result.ok,
-        run_status_30s_after_restart=status,
+        run_status_after_restart=status,
         chunks_done_at_kill=f"{done_at_kill} of {total}",
         chunks_done_after=done,
         settled_after=f"{time.monotonic() - restarted:.1f} s",
     )
-    assert status in ("done", "failed"), f"the warming run is still {status!r} 30 s after the worker came back"
+    assert status in ("done", "failed"), f"the warming run is still {status!r} 90 s after the worker came back"
