@@ -189,6 +189,34 @@ def test_model_server_down(deployment_factory: Factory) -> None:
     assert down < back
 
 
+def test_model_server_slow(deployment_factory: Factory) -> None:
+    """Inject: for 3 s the model server waits 1.5 s before answering each request, then streams at 0.2 s
+    between pieces (well inside the read timeout).
+    Expect: every turn is answered, later; none fails, none is lost; latency is back to normal after."""
+    d = deployment_factory()
+    join = d.load_in_background(9.0)
+    time.sleep(2.0)
+    d.model.knobs.hang_seconds = 1.5
+    d.model.knobs.chunk_delay_seconds = 0.2
+    slow = time.monotonic()
+    time.sleep(3.0)
+    d.model.knobs.hang_seconds = 0.0
+    d.model.knobs.chunk_delay_seconds = 0.0
+    fast = time.monotonic()
+    result = join()
+    assert result.outcomes() == {"ok": len(result.turns)}, result.outcomes()
+    assert_all_answered(d, result)
+    during, after = result.latencies(since=slow, until=fast), result.latencies(since=fast + 2.0)
+    record(
+        "model server slow 3 s (1.5 s to answer, 0.2 s between pieces)",
+        turns=len(result.turns),
+        ok=result.ok,
+        lost=0,
+        p99_during=ms(during, 99),
+        p99_after=ms(after, 99),
+    )
+
+
 def test_model_server_cuts_streams(deployment_factory: Factory) -> None:
     """Inject: for 3 s the model server closes every stream after 3 chunks.
     Expect: those turns end with a stated error (stored as an error answer), none hangs, none is
