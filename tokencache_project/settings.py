@@ -187,6 +187,9 @@ TOKENCACHE_BREAKER_RESET_SECONDS = envfloat("TOKENCACHE_BREAKER_RESET_SECONDS", 
 # as soon as Redis answers; the reset above stays the upper bound (cachecore/probe.py).
 TOKENCACHE_BREAKER_PROBE_SECONDS = envfloat("TOKENCACHE_BREAKER_PROBE_SECONDS", 2.0)
 TOKENCACHE_MAX_VALUE_BYTES = envint("TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024)
+# How long a single-flight claim on a missing text lasts; a claimant stalled longer than this lets
+# another process tokenize the same text too (a waste, never a wrong value).
+TOKENCACHE_LOCK_SECONDS = envfloat("TOKENCACHE_LOCK_SECONDS", 3.0)
 TOKENCACHE_DEFAULT_TOKENIZER = envstr("TOKENCACHE_DEFAULT_TOKENIZER", "tiktoken:cl100k_base")
 TOKENCACHE_MAX_MESSAGE_CHARS = envint("TOKENCACHE_MAX_MESSAGE_CHARS", 4000)
 TOKENCACHE_MAX_BODY_BYTES = envint("TOKENCACHE_MAX_BODY_BYTES", 64 * 1024)

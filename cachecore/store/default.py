@@ -64,7 +64,7 @@ def default_store() -> TokenStore:
                 client,
                 breaker=breaker,
                 max_value_bytes=getattr(settings, "TOKENCACHE_MAX_VALUE_BYTES", 1024 * 1024),
-                lock_seconds=getattr(settings, "TOKENCACHE_LOCK_SECONDS", 3.0),
+                lock_seconds=settings.TOKENCACHE_LOCK_SECONDS,
             )
             _default_pid = pid
         return _default

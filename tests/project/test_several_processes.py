@@ -49,7 +49,14 @@ def deployment(
     tmp_path: Path, redis_cluster: ClusterDeployment, redis_server: RedisProcess
 ) -> Iterator[tuple[Processes, ClusterDeployment]]:
     redis_cluster.flush()
-    processes = Processes(environment(tmp_path, redis_cluster.url(), redis_server.url(1), redis_server.url(2)))
+    # Claims that outlast any stall of a loaded 2-core CI machine: with the default 3 s, a process
+    # paused mid-tokenize longer than that lets another tokenize the same text (by design), and the
+    # exact count below would measure the machine instead of single-flight (743 misses for 742 once).
+    processes = Processes(
+        environment(
+            tmp_path, redis_cluster.url(), redis_server.url(1), redis_server.url(2), TOKENCACHE_LOCK_SECONDS="30"
+        )
+    )
     try:
         yield processes, redis_cluster
     finally:
