@@ -75,8 +75,9 @@ def apply_recommendation(
     new = min(policy.max_ttl_seconds, max(policy.min_ttl_seconds, recommendation.recommended_ttl_seconds))
     if new == policy.ttl_seconds:
         return False
-    old, policy.ttl_seconds = policy.ttl_seconds, new
-    policy.save(update_fields=["ttl_seconds"])
+    old = policy.ttl_seconds
+    # An update, not save(): it sends no signal, so the history gets this row (with its reason) only.
+    TTLPolicy.objects.filter(pk=policy.pk).update(ttl_seconds=new)
     now = now or timezone.now()
     TTLPolicyChange.objects.create(
         policy=policy,

@@ -82,25 +82,3 @@ class TokenizerCost(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tokenizer_spec}: {self.ms_per_token * 1000:.2f} us/token"
-
-
-class PolicyChange(models.Model):
-    """A change of a TTL policy's TTL, expiry mode or automatic tuning, for the charts' markers."""
-
-    policy = models.ForeignKey(TTLPolicy, on_delete=models.CASCADE, related_name="+")
-    at = models.DateTimeField(db_index=True)
-    field = models.CharField(max_length=40)
-    old = models.CharField(max_length=100)
-    new = models.CharField(max_length=100)
-
-    class Meta:
-        ordering = ["-at"]
-
-    def __str__(self) -> str:
-        return f"{self.policy_id} {self.field}: {self.old} -> {self.new}"
-
-    @property
-    def description(self) -> str:
-        from dashboards.figures import describe_policy_change
-
-        return describe_policy_change(self.field, self.old, self.new)

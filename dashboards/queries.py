@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.models import Agent, TTLPolicyChange
 from dashboards.figures import WINDOWS, Window, describe_policy_change, floor_to, hit_rate, window_start
-from dashboards.models import PolicyChange, Rollup
+from dashboards.models import Rollup
 from dashboards.rollup import _ANSWER_FIELDS, Bucket, aggregate, answers_between, rolled_until, tokenizer_costs
 
 # Beyond this lag the page says that the rollups are behind (is Celery beat running?).
@@ -163,7 +163,7 @@ class Marker:
     at: datetime
     policy_name: str
     description: str
-    source: str  # "" when unknown (an edit seen by the dashboards' signal only)
+    source: str
     reason: str = ""
 
     @property
@@ -172,26 +172,12 @@ class Marker:
         return f"{self.at:%d %b %H:%M} UTC, {self.policy_name}: {self.description}{by}"
 
 
-# The same change seen twice: the tuner's or an admin's apply writes agents.TTLPolicyChange and
-# saves the policy, which the dashboards' own signal also records.
-SAME_CHANGE = timedelta(seconds=5)
-
-
 def policy_changes(*, policy_id: int | None, since: datetime) -> list[Marker]:
-    """TTL policy changes since `since`, oldest first: the agents' history (applied recommendations,
-    with who and why) and every other save the dashboards recorded, each change once."""
+    """TTL policy changes since `since`, oldest first, from the policy's history (agents.policy_history)."""
     history = TTLPolicyChange.objects.filter(at__gte=since).select_related("policy")
-    seen = PolicyChange.objects.filter(at__gte=since).select_related("policy")
     if policy_id is not None:
-        history, seen = history.filter(policy_id=policy_id), seen.filter(policy_id=policy_id)
-    markers = [
+        history = history.filter(policy_id=policy_id)
+    return [
         Marker(c.at, c.policy.name, describe_policy_change(c.field, c.old, c.new), c.get_source_display(), c.reason)
         for c in history.order_by("at")[:200]
     ]
-    known = {(m.policy_name, m.description): m.at for m in markers}
-    for change in seen.order_by("at")[:200]:
-        description = describe_policy_change(change.field, change.old, change.new)
-        at = known.get((change.policy.name, description))
-        if at is None or abs(at - change.at) > SAME_CHANGE:
-            markers.append(Marker(change.at, change.policy.name, description, ""))
-    return sorted(markers, key=lambda m: m.at)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -29,7 +29,7 @@ from dashboards.figures import (
     bucket_index,
     floor_to,
 )
-from dashboards.models import PolicyChange, Rollup, RollupState, TokenizerCost
+from dashboards.models import Rollup, RollupState, TokenizerCost
 
 logger = logging.getLogger(__name__)
 
@@ -382,17 +382,3 @@ def _days(start: datetime, end: datetime) -> Iterator[datetime]:
     while moment < end:
         yield moment
         moment += DAY
-
-
-# --- policy changes --------------------------------------------------------------------------------
-
-TRACKED_POLICY_FIELDS = ("ttl_seconds", "expiry_mode", "auto_apply", "min_ttl_seconds", "max_ttl_seconds")
-
-
-def record_policy_changes(*, policy_id: int, before: dict[str, Any], after: dict[str, Any]) -> None:
-    at = datetime.now(UTC)
-    PolicyChange.objects.bulk_create(
-        PolicyChange(policy_id=policy_id, at=at, field=name, old=str(before[name]), new=str(after[name]))
-        for name in TRACKED_POLICY_FIELDS
-        if before.get(name) != after.get(name)
-    )

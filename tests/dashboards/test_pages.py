@@ -11,9 +11,8 @@ from django.test import Client
 from django.utils import timezone
 
 from agents.chat import run_turn
-from agents.models import Agent
+from agents.models import Agent, TTLPolicyChange
 from cachecore.models import BreakerProcess
-from dashboards.models import PolicyChange
 from tests.conftest import Demo
 
 QUESTION = "What should I do when Redis is down?"
@@ -29,7 +28,7 @@ def test_a_ttl_edit_is_recorded_and_marked_on_the_policys_hit_rate_charts(demo: 
     policy = demo.agents["support"].ttl_policy
     policy.ttl_seconds = 7200
     policy.save()
-    change = PolicyChange.objects.get(policy=policy)
+    change = TTLPolicyChange.objects.get(policy=policy)
     assert (change.field, change.old, change.new) == ("ttl_seconds", "3600", "7200")
 
     page = _client(vera).get(f"/dashboards/policies/{policy.pk}/").content.decode()
