@@ -1,13 +1,17 @@
-"""ASGI entry point: HTTP goes to Django, websockets through auth and an origin check."""
+"""ASGI entry point: HTTP to Django in a pool of threads, websockets through auth and an origin check.
+
+HTTP runs Django's WSGI handler, one thread hop per request (tokencache_project/http_bridge.py
+says why and what it measured); websockets run Channels' consumers on the event loop.
+"""
 
 import contextlib
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokencache_project.settings")
-# Build the Django app first: it sets up the app registry that the routing imports need.
-django_asgi_app = get_asgi_application()
+# Set Django up first: the routing imports need the app registry.
+django.setup(set_prefix=False)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -16,6 +20,7 @@ from django.conf import settings  # noqa: E402
 
 from cachecore.exceptions import TokenizerUnavailable  # noqa: E402
 from cachecore.tokenizers import get_tokenizer  # noqa: E402
+from tokencache_project.http_bridge import ThreadedWsgiHttp  # noqa: E402
 from tokencache_project.routing import websocket_urlpatterns  # noqa: E402
 
 # Load the default tokenizer (a fraction of a second) as the server process starts, not in its first chat
@@ -25,7 +30,7 @@ with contextlib.suppress(TokenizerUnavailable):
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": ThreadedWsgiHttp(threads=settings.TOKENCACHE_HTTP_THREADS),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

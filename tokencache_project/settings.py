@@ -128,7 +128,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tokencache.sqlite3'}"),
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+        # Kept open by each long-lived thread (HTTP, turn pool): opening one per request cost 5-8% of
+        # a short turn's CPU (py-spy). Checked before reuse, so a restarted database costs no error.
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 300),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -176,6 +179,9 @@ _BROKER_URL = _url_beside_redis("CELERY_BROKER_URL", 1)
 CHANNELS_REDIS_URL = _url_beside_redis("CHANNELS_REDIS_URL", 2)
 
 TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
+# Threads per web process that run HTTP requests (tokencache_project/http_bridge.py). A streaming
+# answer holds one only until its first words; short requests compute, so a few suffice per core.
+TOKENCACHE_HTTP_THREADS = envint("TOKENCACHE_HTTP_THREADS", 16)
 TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
 TOKENCACHE_READ_TIMEOUT = envfloat("TOKENCACHE_READ_TIMEOUT", 5.0)
 # The token cache's own reply timeout (the `tokens` alias): a lookup that waits longer than
