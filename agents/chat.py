@@ -199,7 +199,10 @@ def open_turn(
     if temperature is not None and not 0 <= temperature <= 2:
         raise InvalidMessage("temperature must be between 0 and 2.")
 
+    new_conversation = conversation is None
     conversation, user_message = _store_user_message(user=user, agent=agent, conversation=conversation, text=question)
+    if history is None and new_conversation:
+        history = ()  # nothing said before: no query for it
     turn = OpenTurn(
         agent=agent,
         conversation=conversation,

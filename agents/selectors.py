@@ -56,12 +56,13 @@ def get_agent_for_user(user: AnyUser, slug: str) -> Agent:
     """
     if not isinstance(slug, str) or len(slug) > _SLUG_MAX_LENGTH or not slug_re.fullmatch(slug):
         raise AgentNotFound(f"No agent named {_shown(slug)}.")
-    agent = Agent.objects.filter(slug=slug, enabled=True).select_related("ttl_policy").first()
-    if agent is None:
-        raise AgentNotFound(f"No agent named {slug!r}.")
-    if not user_may_use_agent(user, agent):
+    # One query when the user may use the agent (every turn); the second only tells a refusal apart.
+    agent = agents_for_user(user).filter(slug=slug).first()
+    if agent is not None:
+        return agent
+    if Agent.objects.filter(slug=slug, enabled=True).exists():
         raise AgentNotPermitted(f"You are not allowed to use the agent {slug!r}.")
-    return agent
+    raise AgentNotFound(f"No agent named {slug!r}.")
 
 
 def conversations_for_user(user: AnyUser) -> QuerySet[Conversation]:
