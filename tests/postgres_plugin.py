@@ -228,6 +228,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         return
     _session_postgres = PostgresCluster().start()
     os.environ["DATABASE_URL"] = _session_postgres.url
+    # pytest-django drops the test database at the end, which PostgreSQL refuses while the server
+    # threads of earlier tests (HTTP, turn and websocket pools) still hold connections: close each
+    # after use, as production does behind PgBouncer in transaction mode.
+    os.environ["DATABASE_CONN_MAX_AGE"] = "0"
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
