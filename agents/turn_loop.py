@@ -22,14 +22,12 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, ParamSpec, TypeVar
 
+from django.conf import settings
 from django.db import close_old_connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Threads for the synchronous parts of turns. Bounded, so a flood of turns queues here instead of
-# opening a database connection each; the parts are short, so a few threads serve many streams.
-TURN_THREADS = 32
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -50,8 +48,18 @@ def _started() -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
         if _loop is None or _pool is None or _pid != os.getpid():
             loop = _new_loop()
             threading.Thread(target=loop.run_forever, name="turn-loop", daemon=True).start()
-            _loop, _pool, _pid = loop, ThreadPoolExecutor(TURN_THREADS, thread_name_prefix="chat-turn"), os.getpid()
+            pool = ThreadPoolExecutor(turn_threads(), thread_name_prefix="chat-turn")
+            _loop, _pool, _pid = loop, pool, os.getpid()
         return _loop, _pool
+
+
+def turn_threads() -> int:
+    """Threads for the synchronous parts of turns (TOKENCACHE_TURN_THREADS).
+
+    Bounded, so a flood of turns queues here instead of opening a database connection each; the
+    parts are short, so a few threads serve many streams.
+    """
+    return int(settings.TOKENCACHE_TURN_THREADS)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

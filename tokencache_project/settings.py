@@ -182,6 +182,8 @@ TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
 # Threads per web process that run HTTP requests (tokencache_project/http_bridge.py). A streaming
 # answer holds one only until its first words; short requests compute, so a few suffice per core.
 TOKENCACHE_HTTP_THREADS = envint("TOKENCACHE_HTTP_THREADS", 16)
+# Threads per process for the synchronous parts of turns (agents/turn_loop.py).
+TOKENCACHE_TURN_THREADS = envint("TOKENCACHE_TURN_THREADS", 32)
 TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
 TOKENCACHE_READ_TIMEOUT = envfloat("TOKENCACHE_READ_TIMEOUT", 5.0)
 # The token cache's own reply timeout (the `tokens` alias): a lookup that waits longer than

@@ -36,9 +36,9 @@ def test_more_streaming_turns_than_turn_threads_all_wait_on_the_model_at_once(
     model_server,
     root,
 ):
-    count = turn_loop.TURN_THREADS + 8
+    count = turn_loop.turn_threads() + 8
     # Every turn waits this long for the model's first byte: a turn holding a thread while it waits
-    # would leave the last 8 queued behind the first 32 until these hangs end.
+    # would leave the last 8 queued behind the others until these hangs end.
     model_server.knobs.hang_seconds = 8
     streams = []
     started = time.monotonic()
