@@ -55,7 +55,7 @@ bench-concurrency: setup-dev
 	.venv/bin/python bench/concurrency.py --baseline
 
 bench-throughput: setup-dev
-	.venv/bin/python bench/throughput.py
+	.venv/bin/python bench/throughput.py --baseline
 
 bench-stages: setup-dev
 	.venv/bin/python bench/stages.py

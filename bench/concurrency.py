@@ -267,6 +267,9 @@ def children(pid: int) -> list[int]:
     return found + [grand for child in found for grand in children(child)]
 
 
+SHIPPED_APPLICATION = "tokencache_project.asgi:application"
+
+
 def web_command(port: int) -> list[str]:
     """deploy/Procfile's `web:` line, as `make run` starts it."""
     for line in (ROOT / "deploy" / "Procfile").read_text().splitlines():
@@ -283,14 +286,17 @@ class App:
     cookie: str
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, settings_module: str | None = None) -> None:
+    def start(self, settings_module: str | None = None, application: str | None = None) -> None:
+        """The Procfile's web server; with another settings module or ASGI app (in bench/) for a baseline."""
         env = dict(self.env)
+        command = web_command(self.port)
         if settings_module:
             env["DJANGO_SETTINGS_MODULE"] = settings_module
+        if application:
+            command[-1] = command[-1].replace(SHIPPED_APPLICATION, application)
+        if settings_module or application:
             env["PYTHONPATH"] = f"{ROOT}:{ROOT / 'bench'}"
-        self.process = subprocess.Popen(
-            web_command(self.port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True
-        )
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
