@@ -5,7 +5,7 @@ of `/v1/completions`, so nothing is re-tokenized and the prefix cache sees the s
 every turn; with `return_token_ids` vLLM echoes the IDs it used, which is the drift check.
 Any other server gets the chat form on `/v1/chat/completions`. Both are streamed.
 
-The stream is read with a pooled `httpx.AsyncClient` (`clients.py`) on the running loop
+The stream is read with a pooled `aiohttp.ClientSession` (`clients.py`) on the running loop
 (`agenerate`), so a turn that waits on the model holds no thread; `generate` runs the same
 coroutine on the process's turn loop for synchronous callers: one implementation, kept-alive
 connections for both.
@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 import numpy as np
 import orjson
 from django.conf import settings
@@ -42,7 +42,7 @@ from agents.backends.base import (
     Prompt,
 )
 from agents.backends.breaker import breaker_for, loop_guard
-from agents.backends.clients import Lease, model_server_pool
+from agents.backends.clients import model_server_session
 from agents.turn_loop import on_turn_loop, run_in_turn_loop, submit
 from agents.validators import api_key_env_refusal, server_root_refusal
 from cachecore.breaker import BreakerOpen
@@ -184,25 +184,24 @@ class OpenAIBackend:
 
     async def _post(self, path: str, body: bytes, headers: dict[str, str], on_delta: OnDelta | None) -> _Stream:
         url = self.base_url + path
-        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=self.connect_timeout)
+        # `connect` covers waiting for a pooled connection too; `sock_read` bounds each wait for bytes.
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.connect_timeout, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+        )
         stream = _Stream()
         deadline = time.monotonic() + self.total_timeout
-        lease = model_server_pool(self.base_url).lease()
         draining = False
         try:
-            request = lease.client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
-            response = await lease.client.send(request, stream=True)
+            response = await model_server_session(self.base_url).post(url, data=body, headers=headers, timeout=timeout)
             try:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._status_error(response)
-                if response.headers.get("content-type", "").startswith("application/json"):
+                if response.status >= 400:
+                    raise self._status_error(response.status, response.reason, await response.read())
+                if response.headers.get("Content-Type", "").startswith("application/json"):
                     # Some servers ignore `stream`; one JSON answer is as good.
-                    await response.aread()
-                    self._absorb(stream, self._decode(response.content), on_delta)
+                    self._absorb(stream, self._decode(await response.read()), on_delta)
                     stream.finished = True
                 else:
-                    lines = response.aiter_lines()
+                    lines = _lines(response.content)
                     # Checked on every line, keep-alive comments included: trickling cannot outlast it.
                     async for line in lines:
                         if time.monotonic() > deadline:
@@ -219,44 +218,40 @@ class OpenAIBackend:
                         self._absorb(stream, self._decode(data), on_delta)
                     if stream.finished:
                         # The answer is complete; reading the rest must not delay it.
-                        _draining.add(task := asyncio.ensure_future(_drain(response, lines, lease)))
+                        _draining.add(task := asyncio.ensure_future(_drain(response, lines)))
                         task.add_done_callback(_draining.discard)
                         draining = True
             finally:
                 if not draining:
-                    await response.aclose()
-        except httpx.ConnectTimeout:
+                    response.release()  # read to the end: back to the pool; otherwise closed
+        except aiohttp.ConnectionTimeoutError:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} did not accept a connection within {self.connect_timeout:g} s."
             ) from None
-        except httpx.ConnectError:
+        except aiohttp.ClientConnectorError:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} is unreachable (connection refused or host not found)."
             ) from None
-        except httpx.TimeoutException:
+        except TimeoutError:  # aiohttp's read timeout (ServerTimeoutError) is one
             raise BackendUnavailable(
                 f"The model server at {self.base_url} did not answer within {self.read_timeout:g} s."
             ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
             raise BackendUnavailable(
                 f"The model server at {self.base_url} closed the connection before the answer was complete."
             ) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} could not be reached ({type(exc).__name__})."
             ) from None
-        finally:
-            if not draining:
-                lease.release()
         if not stream.finished:
             raise BackendUnavailable(
                 f"The model server at {self.base_url} ended the stream before the answer was complete."
             )
         return stream
 
-    def _status_error(self, response: httpx.Response) -> BackendError:
-        status = response.status_code
-        detail = _error_message(response.content) or response.reason_phrase or "no details"
+    def _status_error(self, status: int, reason: str | None, content: bytes) -> BackendError:
+        detail = _error_message(content) or reason or "no details"
         if status >= 500:
             return BackendUnavailable(f"The model server at {self.base_url} failed (HTTP {status}): {detail}")
         return BackendError(f"The model server at {self.base_url} rejected the request (HTTP {status}): {detail}")
@@ -330,22 +325,35 @@ class OpenAIBackend:
         return len(self.tokenizer.encode(text))
 
 
-async def _drain(response: httpx.Response, lines: AsyncIterator[str], lease: Lease) -> None:
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The body's lines as they arrive, however long: one event may carry a whole prompt's token IDs.
+
+    Split here rather than with `StreamReader.readline`, which refuses a line past its buffer
+    size (64 KiB), about 10,000 echoed token IDs.
+    """
+    pending = b""
+    async for chunk in content.iter_any():
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+async def _drain(response: aiohttp.ClientResponse, lines: AsyncIterator[str]) -> None:
     """Read what follows `[DONE]` (the body's last chunk), so the connection goes back to the pool.
 
-    A response closed unread is a connection closed. Bounded: a server that keeps the stream open
+    A response released unread is a connection closed. Bounded: a server that keeps the stream open
     after `[DONE]` costs a new connection next time, never the answer.
     """
     try:
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
             async with asyncio.timeout(DRAIN_SECONDS):
                 async for _ in lines:
                     pass
     finally:
-        try:
-            await response.aclose()
-        finally:
-            lease.release()
+        response.release()
 
 
 # Drains in progress: the loop keeps only weak references to its tasks.

@@ -42,6 +42,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    # The client's port: requests with the same one came over one kept-alive connection.
+    client_port: int = 0
 
 
 @dataclass
@@ -212,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         state = self.server_state
         self.path = self._route()
-        state._record(RecordedRequest("GET", self.path, dict(self.headers), None))
+        state._record(RecordedRequest("GET", self.path, dict(self.headers), None, self.client_address[1]))
         if self.path == "/v1/models":
             created = int(time.time())
             self._json(
@@ -245,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        state._record(RecordedRequest("POST", self.path, dict(self.headers), body))
+        state._record(RecordedRequest("POST", self.path, dict(self.headers), body, self.client_address[1]))
 
         if knobs.hang_seconds and knobs.stall_after_chunks is None:
             state._wait(knobs.hang_seconds)
