@@ -46,6 +46,9 @@ def configure(var_dir: Path, redis_url: str) -> None:
             "TOKENCACHE_VAR_DIR": str(var_dir),
             "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
             "REDIS_URL": redis_url,
+            # The bench's own Redis as the broker: seed_demo queues a refresh per document, and a
+            # broker that is not there costs each one a connect timeout (minutes in all).
+            "CELERY_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/1",
             "DEBUG": "0",
             "SECRET_KEY": "bench-only-" + "x" * 50,
             "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-PACKAGES = ("Django", "uvicorn", "channels", "httpx", "redis", "tiktoken", "numpy", "orjson")
+PACKAGES = ("Django", "uvicorn", "uvloop", "channels", "aiohttp", "redis", "tiktoken", "numpy", "orjson")
 
 
 def machine() -> str:
