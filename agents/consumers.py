@@ -41,7 +41,7 @@ from agents import selectors
 from agents.errors import AgentNotFound, AgentNotPermitted, ChatError
 from agents.interfaces import render
 from agents.interfaces.bodies import chat_message, expect_object, optional_id
-from agents.interfaces.errors import ApiError, as_api_error
+from agents.interfaces.errors import ApiError, as_api_error, turn_failure
 from agents.streaming import Delta, Done, Failed, TurnStream
 from agents.turns import TurnRequest, confirm_turn, prepare_turn
 
@@ -124,13 +124,6 @@ def parse_frame(text_data: str | None, bytes_data: bytes | None) -> MessageFrame
     )
 
 
-def _failure(failure: BaseException) -> ApiError:
-    if isinstance(failure, ChatError):
-        return as_api_error(failure)
-    logger.error("websocket_turn_failed", exc_info=failure)
-    return ApiError(500, "internal_error", "Something went wrong on our side.")
-
-
 class AgentChatConsumer(AsyncWebsocketConsumer):
     # Each socket talks only to its own turn, never to a group, so it needs no channel layer; without
     # this, Channels would subscribe every socket to the Redis channel layer and a Redis outage would
@@ -203,7 +196,7 @@ class AgentChatConsumer(AsyncWebsocketConsumer):
                     await self.send_json({"type": "done", **done})
                     return
                 elif isinstance(event, Failed):
-                    await self.send_error(_failure(event.error))
+                    await self.send_error(turn_failure(event.error))
                     return
 
     async def refuse(self, error: SessionEnded | ApiError | ChatError) -> None:

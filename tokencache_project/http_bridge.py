@@ -13,7 +13,9 @@ Streaming: a response whose content is an asynchronous iterator (the OpenAI-comp
 server-sent events) is streamed from the event loop once its view has returned, so an open
 stream holds no thread; the view runs in the pool only until it has decided its status. A client
 that leaves stops the forwarding only (the turn itself runs on, see agents/streaming.py). Any other
-streaming response (files) is read in its thread, a chunk at a time.
+streaming response (files) is read in its thread, a chunk at a time. An `AwaitedResponse` (a
+JSON answer to a turn on a model server, agents/interfaces/awaited.py) is resolved on the loop
+before anything is sent: its status depends on how the turn ends.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+
+from agents.interfaces.awaited import AWAITS_RESPONSES, AwaitedResponse
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -62,6 +66,11 @@ class ThreadedWsgiHttp:
             return
         response = rest
         try:
+            if isinstance(
+                response, AwaitedResponse
+            ):  # a turn's answer, decided on this loop (agents/interfaces/awaited.py)
+                await response.resolve()
+                status, headers = response.status_code, _headers(response)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if isinstance(response, StreamingHttpResponse) and response.is_async:
                 await _forward_until_disconnect(response.streaming_content, send, receive)  # type: ignore[arg-type]
@@ -74,16 +83,20 @@ class ThreadedWsgiHttp:
 
     def _respond(self, environ: dict[str, Any]) -> tuple[int, Headers, bytes | HttpResponseBase]:
         """In a pool thread: the whole request, and the whole body unless it streams."""
-        started: list[Any] = []
-        response = self.handler(environ, lambda status, headers: started.extend((status, headers)))
-        status = int(started[0].split(" ", 1)[0])
-        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in started[1]]
+        response = self.handler(environ, lambda status, headers: None)  # both are read from `response`
+        status, headers = response.status_code, _headers(response)
         if response.streaming:
             return status, headers, response
         try:
             return status, headers, cast(HttpResponse, response).content
         finally:
             response.close()
+
+
+def _headers(response: HttpResponseBase) -> Headers:
+    """The response's headers and cookies, as Django's WSGI handler passes them to start_response."""
+    pairs = [*response.items(), *(("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values())]
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
 
 async def _read_body(receive: Receive) -> tempfile.SpooledTemporaryFile[bytes] | None:
@@ -127,6 +140,7 @@ def _environ(scope: Scope, body: tempfile.SpooledTemporaryFile[bytes]) -> dict[s
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
+        AWAITS_RESPONSES: True,
     }
     body.seek(0)
     for raw_name, raw_value in scope.get("headers", []):

@@ -6,13 +6,13 @@ from functools import cache
 from pathlib import Path
 
 import orjson
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
-from agents.chat import run_turn
 from agents.errors import ConversationNotFound
 from agents.interfaces import render
+from agents.interfaces.awaited import answer_turn
 from agents.interfaces.bodies import ChatBody, ascii_int
 from agents.interfaces.decorators import ApiRequest, api_endpoint
 from agents.interfaces.errors import ApiError, json_error
@@ -29,10 +29,14 @@ def agent_list(call: ApiRequest[None]) -> HttpResponse:
 
 
 @api_endpoint("POST", body=ChatBody)
-def chat(call: ApiRequest[ChatBody], slug: str) -> HttpResponse:
+def chat(call: ApiRequest[ChatBody], slug: str) -> HttpResponseBase:
     turn = prepare_turn(user=call.user, slug=slug, conversation_id=call.body.conversation_id)
-    result = run_turn(user=turn.user, agent=turn.agent, message=call.body.message, conversation=turn.conversation)
-    return JsonResponse(render.turn(result))
+    return answer_turn(
+        call.http,
+        {"user": turn.user, "agent": turn.agent, "message": call.body.message, "conversation": turn.conversation},
+        lambda result: JsonResponse(render.turn(result)),
+        json_error,
+    )
 
 
 @api_endpoint("GET")

@@ -7,12 +7,15 @@ view never builds an error response by hand.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from django.http import JsonResponse
 
 from agents.errors import ChatError, RateLimited, TurnFailed
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -54,6 +57,20 @@ def as_api_error(error: ChatError) -> ApiError:
             headers={"Retry-After": str(error.retry_after)},
         )
     return ApiError(error.status, error.code, error.message)
+
+
+def turn_failure(error: BaseException) -> ApiError:
+    """What a client is told of a turn that failed away from its request (a stream, a socket, the loop).
+
+    A `ChatError` as `as_api_error` shapes it; anything else is a bug: logged with its traceback,
+    answered with a fixed text.
+    """
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, ChatError):
+        return as_api_error(error)
+    logger.error("turn_failed_unexpectedly", exc_info=error)
+    return ApiError(500, "internal_error", "Something went wrong on our side.")
 
 
 def json_error(error: ApiError) -> JsonResponse:

@@ -23,9 +23,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.views.decorators.csrf import csrf_exempt
 
 from agents import selectors
-from agents.chat import TurnResult, run_turn
+from agents.chat import TurnResult
 from agents.errors import ChatError
 from agents.interfaces import render
+from agents.interfaces.awaited import answer_turn
 from agents.interfaces.decorators import ApiRequest, api_endpoint
 from agents.interfaces.errors import ApiError, as_api_error
 from agents.openai_api.bodies import CompletionBody
@@ -60,7 +61,12 @@ def chat_completions(call: ApiRequest[CompletionBody]) -> HttpResponseBase:
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        return JsonResponse(_completion(completion_id, created, body.model, run_turn(**turn)))
+        return answer_turn(
+            call.http,
+            turn,
+            lambda result: JsonResponse(_completion(completion_id, created, body.model, result)),
+            openai_error,
+        )
     stream = TurnStream(**turn).start()
     first = stream.next_event()
     if isinstance(first, Failed):
