@@ -5,10 +5,11 @@ history is what the client sent, as OpenAI's API is stateless. The answer's cita
 and Tokencache's own records ride along in extra fields (`citations`, `tokencache`),
 which OpenAI clients keep (the `openai` package exposes them as attributes).
 
-Streaming: the turn starts in a worker thread before the response does, and the view
-waits for its first event, so an error before any text (model server down: 503, the
-user's message kept) still gets a real status code. An error after text has been sent
-arrives as an SSE `error` event, which the `openai` package raises as `APIError`.
+Streaming: the turn starts before the response does, and the response waits for its first
+event (on the server's event loop, agents/interfaces/awaited.py), so an error before any text
+(model server down: 503, the user's message kept) still gets a real status code. An error
+after text has been sent arrives as an SSE `error` event, which the `openai` package raises
+as `APIError`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agents import selectors
 from agents.chat import TurnResult
 from agents.errors import ChatError
 from agents.interfaces import render
-from agents.interfaces.awaited import answer_turn
+from agents.interfaces.awaited import answer_turn, stream_turn
 from agents.interfaces.decorators import ApiRequest, api_endpoint
 from agents.interfaces.errors import ApiError, as_api_error
 from agents.openai_api.bodies import CompletionBody
@@ -67,17 +68,17 @@ def chat_completions(call: ApiRequest[CompletionBody]) -> HttpResponseBase:
             lambda result: JsonResponse(_completion(completion_id, created, body.model, result)),
             openai_error,
         )
-    stream = TurnStream(**turn).start()
-    first = stream.next_event()
-    if isinstance(first, Failed):
-        raise first.error
-    response = StreamingHttpResponse(
-        _sse(stream, first, completion_id=completion_id, created=created, body=body),
-        content_type="text/event-stream",
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
-    return response
+
+    def events(stream: TurnStream, first: Event) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(
+            _sse(stream, first, completion_id=completion_id, created=created, body=body),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx must not buffer the stream
+        return response
+
+    return stream_turn(call.http, turn, events, openai_error)
 
 
 def _usage(result: TurnResult) -> dict[str, int]:

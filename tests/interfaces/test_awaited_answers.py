@@ -1,9 +1,10 @@
-"""JSON answers to turns on a model server hold no HTTP thread while the model writes.
+"""Answers to turns on a model server hold no HTTP thread while the model writes.
 
 Through uvicorn and the HTTP bridge (tokencache_project/http_bridge.py), as deployed: the JSON
-API and the OpenAI API without `stream` answer with an `AwaitedResponse` that the bridge resolves
-on its event loop (agents/interfaces/awaited.py). The Django test client, which cannot await one,
-gets the same answers from the view's own thread (tests/interfaces/test_api_chat.py).
+API and the OpenAI API answer with an `AwaitedResponse` that the bridge resolves on its event
+loop (agents/interfaces/awaited.py): once the turn has ended, or for a stream once its first
+event is in. The Django test client, which cannot await one, gets the same answers from the
+view's own thread (tests/interfaces/test_api_chat.py, test_openai_api.py).
 """
 
 from __future__ import annotations
@@ -61,10 +62,14 @@ def _until(condition, timeout: float = 30) -> None:
     [
         ("/api/agents/modelled/chat", lambda n: {"message": f"Question {n}?"}),
         ("/v1/chat/completions", lambda n: {"model": "modelled", "messages": [{"role": "user", "content": f"Q{n}?"}]}),
+        (
+            "/v1/chat/completions",
+            lambda n: {"model": "modelled", "stream": True, "messages": [{"role": "user", "content": f"Q{n}?"}]},
+        ),
     ],
-    ids=["json-api", "openai-api"],
+    ids=["json-api", "openai-api", "openai-api-stream"],
 )
-def test_more_json_turns_than_http_threads_all_wait_on_the_model_at_once(
+def test_more_turns_than_http_threads_all_wait_on_the_model_at_once(
     model_agent, model_server, alice, token_for, two_thread_server, path, payload
 ):
     count = HTTP_THREADS * 3
@@ -87,6 +92,8 @@ def test_more_json_turns_than_http_threads_all_wait_on_the_model_at_once(
     assert all_waiting_after < 8, f"the {count} turns reached the model only after {all_waiting_after:.1f} s"
     assert [response.status_code for response in responses] == [200] * count
     assert Message.objects.filter(role="assistant", status="ok").count() == count
+    if payload(0).get("stream"):
+        assert all(response.text.endswith("data: [DONE]\n\n") for response in responses)
 
 
 def test_an_awaited_answer_is_the_stored_answer(model_agent, model_server, alice, token_for, asgi_server):
