@@ -179,9 +179,10 @@ _BROKER_URL = _url_beside_redis("CELERY_BROKER_URL", 1)
 CHANNELS_REDIS_URL = _url_beside_redis("CHANNELS_REDIS_URL", 2)
 
 TOKENCACHE_POOL_SIZE = envint("TOKENCACHE_POOL_SIZE", 10)
-# Threads per web process that run HTTP requests (tokencache_project/http_bridge.py). A streaming
-# answer holds one only until its first words; short requests compute, so a few suffice per core.
-TOKENCACHE_HTTP_THREADS = envint("TOKENCACHE_HTTP_THREADS", 16)
+# Threads per web process that run HTTP requests (tokencache_project/http_bridge.py). No request
+# waits for a model server in one (agents/interfaces/awaited.py), so they compute, and threads that
+# compute at once only contend for the GIL: a few per process (docs/performance.md, "The server").
+TOKENCACHE_HTTP_THREADS = envint("TOKENCACHE_HTTP_THREADS", 4)
 # Threads per process for the synchronous parts of turns (agents/turn_loop.py).
 TOKENCACHE_TURN_THREADS = envint("TOKENCACHE_TURN_THREADS", 32)
 TOKENCACHE_CONNECT_TIMEOUT = envfloat("TOKENCACHE_CONNECT_TIMEOUT", 5.0)
