@@ -117,7 +117,7 @@ def median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
-def main() -> None:
+def main() -> int:
     tokenizer = get_tokenizer("tiktoken:cl100k_base")
     url, stop = start_redis()
     try:
@@ -254,13 +254,17 @@ def run(tokenizer, url: str) -> None:  # type: ignore[no-untyped-def]
     print()
     print(f"targets at {eight[0]} tokens (main table, q1):")
 
-    def verdict(ok: bool) -> str:
-        return "ok" if ok else "MISSED"
-
-    print(f"  hit >= 12x faster than encode:  {f['encode'] / f['hit']:.1f}x  {verdict(f['encode'] >= 12 * f['hit'])}")
-    print(f"  hit within 1.3x of a bare GET:  {f['hit'] / f['get']:.2f}x  {verdict(f['hit'] <= 1.3 * f['get'])}")
-    print(f"  <= 3.0 bytes per token:         {eight[2] / eight[0]:.2f}   {verdict(eight[2] <= 3.0 * eight[0])}")
+    verdicts = {
+        # Issue 11's target for the production hit path, then the cache core's own stricter ones.
+        f"hit >= 10x faster than encode:  {f['encode'] / f['hit']:.1f}x": f["encode"] >= 10 * f["hit"],
+        f"hit >= 12x faster than encode:  {f['encode'] / f['hit']:.1f}x": f["encode"] >= 12 * f["hit"],
+        f"hit within 1.3x of a bare GET:  {f['hit'] / f['get']:.2f}x": f["hit"] <= 1.3 * f["get"],
+        f"<= 3.0 bytes per token:         {eight[2] / eight[0]:.2f}": eight[2] <= 3.0 * eight[0],
+    }
+    for text, ok in verdicts.items():
+        print(f"  {text}  {'ok' if ok else 'MISSED'}")
+    return 0 if all(verdicts.values()) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

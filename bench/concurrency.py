@@ -416,15 +416,30 @@ class Row:
     model: Figures
     peak_rss_mb: list[float]
     per_stream_kb: float
+    cpu_ms_per_stream: float
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def run_level(app: App, model_url: str, interface: str, count: int, model: Figures) -> Row:
     workers = app.workers()
     before = sum(rss_kb(pid)[0] for pid in workers)
+    cpu_before = cpu_seconds(workers)
     figures = asyncio.run(measure_app(app, interface, count))
+    cpu_ms = (cpu_seconds(workers) - cpu_before) * 1000 / max(1, count)
     peaks = [rss_kb(pid)[1] / 1024 for pid in workers]
     grown = sum(rss_kb(pid)[1] for pid in workers) - before
-    return Row(figures, model, peaks, max(0.0, grown) / max(1, figures.peak_open))
+    return Row(figures, model, peaks, max(0.0, grown) / max(1, figures.peak_open), cpu_ms)
 
 
 def fmt(value: float) -> str:
@@ -435,8 +450,8 @@ def table(rows: list[tuple[str, Row]]) -> str:
     lines = [
         "| path | interface | streams (peak open) | errors | TTFT p50 / p95 / p99 ms | model TTFT p99 ms | "
         "TTFT overhead p99 ms | total p50 / p95 / p99 ms | model total p99 ms | total over model p99 ms | "
-        "peak RSS per process MB | RSS per open stream kB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "peak RSS per process MB | RSS per open stream kB | server CPU ms per stream |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for path, row in rows:
         f, m = row.figures, row.model
@@ -446,7 +461,8 @@ def table(rows: list[tuple[str, Row]]) -> str:
             f"{fmt(f.ttft[50])} / {fmt(f.ttft[95])} / {fmt(f.ttft[99])} | {fmt(m.ttft[99])} | "
             f"{fmt(f.ttft[99] - m.ttft[99])} | {fmt(f.total[50])} / {fmt(f.total[95])} / {fmt(f.total[99])} | "
             f"{fmt(m.total[99])} | {fmt(f.total[99] - m.total[99])} | "
-            f"{' + '.join(f'{p:.0f}' for p in row.peak_rss_mb)} | {row.per_stream_kb:,.0f} |"
+            f"{' + '.join(f'{p:.0f}' for p in row.peak_rss_mb)} | {row.per_stream_kb:,.0f} | "
+            f"{row.cpu_ms_per_stream:.1f} |"
         )
     return "\n".join(lines)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import sys
 import tempfile
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import orjson  # noqa: E402
-from concurrency import App, pct, prepare  # noqa: E402
+from concurrency import App, cpu_seconds, pct, prepare  # noqa: E402
 
 CLIENTS = (8, 32)
 TARGET_TURNS_PER_SECOND = 400.0
@@ -89,18 +88,6 @@ async def client_loop(port: int, request: bytes, until: float, run: Run, turns: 
                 run.server_times_ms.append(float(orjson.loads(body)["timings"]["total_ms"]))
     finally:
         writer.close()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
 
 
 def measure(app: App, label: str, clients: int, seconds: float, server: str = SHIPPED[0]) -> Run:
