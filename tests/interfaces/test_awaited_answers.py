@@ -96,13 +96,17 @@ def test_more_turns_than_http_threads_all_wait_on_the_model_at_once(
         assert all(response.text.endswith("data: [DONE]\n\n") for response in responses)
 
 
-def test_an_awaited_answer_is_the_stored_answer(model_agent, model_server, alice, token_for, asgi_server):
-    response = httpx.post(
-        f"{asgi_server.url}/api/agents/modelled/chat",
-        json={"message": "What do I do when Redis is down?"},
-        headers={"Authorization": f"Bearer {token_for(alice)}"},
+def _ask(server, token: str, message: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/api/agents/modelled/chat",
+        json={"message": message},
+        headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
+
+
+def test_an_awaited_answer_is_the_stored_answer(model_agent, model_server, alice, token_for, asgi_server):
+    response = _ask(asgi_server, token_for(alice), "What do I do when Redis is down?")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["X-Content-Type-Options"] == "nosniff"  # the middleware's headers stay
@@ -114,12 +118,7 @@ def test_an_awaited_answer_is_the_stored_answer(model_agent, model_server, alice
 
 def test_an_awaited_failure_is_a_503_and_the_question_is_kept(model_agent, model_server, alice, token_for, asgi_server):
     model_server.stop()
-    response = httpx.post(
-        f"{asgi_server.url}/api/agents/modelled/chat",
-        json={"message": "Is anyone there?"},
-        headers={"Authorization": f"Bearer {token_for(alice)}"},
-        timeout=30,
-    )
+    response = _ask(asgi_server, token_for(alice), "Is anyone there?")
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "model_unavailable"
