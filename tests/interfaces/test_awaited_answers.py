@@ -83,8 +83,12 @@ def test_more_turns_than_http_threads_all_wait_on_the_model_at_once(
 
     with ThreadPoolExecutor(count) as pool:
         started = time.monotonic()
-        futures = [pool.submit(ask, n) for n in range(count)]
-        _until(lambda: len(model_server.requests) == count)
+        futures = []
+        for n in range(count):
+            futures.append(pool.submit(ask, n))
+            # One at a time, so the turns' database writes (SQLite in memory here, whose shared
+            # cache refuses a write beside a read at once) do not collide.
+            _until(lambda n=n: len(model_server.requests) == n + 1)
         all_waiting_after = time.monotonic() - started
         model_server.resume()
         responses = [future.result() for future in futures]
