@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import close_old_connections
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from agents.interfaces.awaited import AWAITS_RESPONSES, AwaitedResponse
@@ -85,6 +86,11 @@ class ThreadedWsgiHttp:
         """In a pool thread: the whole request, and the whole body unless it streams."""
         response = self.handler(environ, lambda status, headers: None)  # both are read from `response`
         status, headers = response.status_code, _headers(response)
+        if isinstance(response, StreamingHttpResponse) and (response.is_async or isinstance(response, AwaitedResponse)):
+            # The rest happens on the loop, and `response.close()` (request_finished) in whichever
+            # thread is free then: this thread's request is over, so its connection is handled
+            # now, as at the end of a request (kept, or closed past CONN_MAX_AGE).
+            close_old_connections()
         if response.streaming:
             return status, headers, response
         try:

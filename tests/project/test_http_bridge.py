@@ -205,3 +205,33 @@ def test_the_production_app_answers_through_django(asgi_server):
     with urllib.request.urlopen(f"http://{asgi_server.host}:{asgi_server.port}/healthz", timeout=5) as response:
         assert response.status == 200
         assert response.headers["X-Content-Type-Options"] == "nosniff"  # the middleware ran
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streams_request_thread_lets_its_connection_go_when_the_view_returns():
+    # The stream goes on from the event loop, and its close (request_finished) may run in another
+    # pool thread: the view's thread handles its connection at once, as at a request's end. With
+    # CONN_MAX_AGE 0 (the PostgreSQL run's) that closes it.
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        pytest.skip("Django never closes an in-memory SQLite connection (it would drop the database)")
+    views_connection = {}
+
+    def build(environ):
+        from django.db import connections
+
+        views_connection["wrapper"] = wrapper = connections["default"]  # this thread's own, not the proxy
+        wrapper.ensure_connection()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"closed" if views_connection["wrapper"].connection is None else b"still open"
+
+        return StreamingHttpResponse(body())
+
+    handler, _ = handler_returning(build)
+    client = Client([b""])
+
+    asyncio.run(ThreadedWsgiHttp(threads=1, handler=handler)(scope(), client.receive, client.send))
+
+    assert client.body == b"closed"
