@@ -67,9 +67,8 @@ class ThreadedWsgiHttp:
             return
         response = rest
         try:
-            if isinstance(
-                response, AwaitedResponse
-            ):  # a turn's answer, decided on this loop (agents/interfaces/awaited.py)
+            # A turn's answer, decided on this loop (agents/interfaces/awaited.py).
+            if isinstance(response, AwaitedResponse):
                 await response.resolve()
                 status, headers = response.status_code, _headers(response)
             await send({"type": "http.response.start", "status": status, "headers": headers})
