@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import orjson  # noqa: E402
+from environment import bench_environment  # noqa: E402
 
 PIECES = 30
 MODEL_SECONDS = 3.0
@@ -328,21 +329,12 @@ def prepare(var_dir: Path, redis_url: str, model_url: str | None, port: int) -> 
     """A seeded database and the web server's environment; `support` answered by `model_url` if given."""
     env = {
         **os.environ,
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-" + os.urandom(16).hex(),
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "TOKENCACHE_VAR_DIR": str(var_dir),
-        "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/1",
-        "CHANNELS_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/2",
-        "TOKENCACHE_DEMO_PASSWORD": "bench-" + os.urandom(8).hex(),
-        "TOKENCACHE_CHAT_RATE_PER_MINUTE": "1000000",
-        "TOKENCACHE_PORT": str(port),
-        "PROMETHEUS_MULTIPROC_DIR": str(var_dir / "prometheus"),
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "tokencache_project.settings",
+        **bench_environment(
+            var_dir,
+            redis_url,
+            TOKENCACHE_PORT=str(port),
+            PROMETHEUS_MULTIPROC_DIR=str(var_dir / "prometheus"),
+        ),
     }
     (var_dir / "prometheus").mkdir()
     os.environ.update(env)

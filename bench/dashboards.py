@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from environment import bench_environment  # noqa: E402
 
 TARGET_MS = 300.0
 
@@ -40,24 +42,7 @@ def _start_redis():  # type: ignore[no-untyped-def]
 
 
 def configure(var_dir: Path, redis_url: str) -> None:
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "tokencache_project.settings",
-            "TOKENCACHE_VAR_DIR": str(var_dir),
-            "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
-            "REDIS_URL": redis_url,
-            # The bench's own Redis as the broker: seed_demo queues a refresh per document, and a
-            # broker that is not there costs each one a connect timeout (minutes in all).
-            "CELERY_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/1",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-only-" + "x" * 50,
-            "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
-            "SECURE_SSL_REDIRECT": "0",
-            "SECURE_HSTS_SECONDS": "0",
-            "TOKENCACHE_DEMO_PASSWORD": os.environ.get("TOKENCACHE_DEMO_PASSWORD", "tokencache-demo"),
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    os.environ.update(bench_environment(var_dir, redis_url))
     import django
 
     django.setup()

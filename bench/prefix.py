@@ -29,17 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from environment import bench_environment  # noqa: E402
 
 TURNS = 5
-
-
-def shared_prefix(first: list[int], second: list[int]) -> int:
-    shared = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        shared += 1
-    return shared
 
 
 def main() -> int:
@@ -48,19 +40,7 @@ def main() -> int:
     redis_server = RedisProcess(maxmemory="256mb").start()
     try:
         with tempfile.TemporaryDirectory(prefix="tokencache-bench-prefix-") as directory:
-            os.environ.update(
-                {
-                    "DJANGO_SETTINGS_MODULE": "tokencache_project.settings",
-                    "TOKENCACHE_VAR_DIR": directory,
-                    "DATABASE_URL": f"sqlite:///{directory}/prefix.sqlite3",
-                    "REDIS_URL": redis_server.url(0),
-                    # Saving a document queues warming tasks: onto the private Redis, never a real broker.
-                    "CELERY_BROKER_URL": redis_server.url(1),
-                    "CHANNELS_REDIS_URL": redis_server.url(2),
-                    "TOKENCACHE_DEMO_PASSWORD": "bench-" + os.urandom(8).hex(),
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
+            os.environ.update(bench_environment(Path(directory), redis_server.url(0)))
             return measure()
     finally:
         redis_server.stop()
@@ -76,7 +56,7 @@ def measure() -> int:
     from agents import chat
     from agents.management.commands.seed_demo import DEMO_KNOWLEDGE_DIR
     from agents.models import Agent
-    from agents.prompt import Layout, build_prompt
+    from agents.prompt import Layout, build_prompt, shared_prefix
     from cachecore.tokenizers import get_tokenizer
 
     call_command("migrate", verbosity=0)

@@ -35,6 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from environment import bench_environment  # noqa: E402
+
 QUESTION = "how do I use the with statement, exceptions and context managers in a function or a class"
 SIZES = (2_000, 8_000)
 WAYS = ("hit", "miss", "disabled", "prototype")
@@ -51,19 +53,7 @@ def main() -> int:
     redis_server = RedisProcess(maxmemory="256mb").start()
     try:
         with tempfile.TemporaryDirectory(prefix="tokencache-bench-stages-") as directory:
-            os.environ.update(
-                {
-                    "DJANGO_SETTINGS_MODULE": "tokencache_project.settings",
-                    "TOKENCACHE_VAR_DIR": directory,
-                    "DATABASE_URL": f"sqlite:///{directory}/stages.sqlite3",
-                    "REDIS_URL": redis_server.url(0),
-                    "CELERY_BROKER_URL": redis_server.url(1),
-                    "CHANNELS_REDIS_URL": redis_server.url(2),
-                    "TOKENCACHE_DEMO_PASSWORD": "bench-" + os.urandom(8).hex(),
-                    "TOKENCACHE_CHAT_RATE_PER_MINUTE": "1000000",
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
+            os.environ.update(bench_environment(Path(directory), redis_server.url(0)))
             return measure(redis_server.url(0), args.runs, write=not args.no_write)
     finally:
         redis_server.stop()

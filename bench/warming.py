@@ -142,10 +142,9 @@ def main() -> None:
     cache_bench, dashboards_bench, report = _bench_module("cache"), _bench_module("dashboards"), _bench_module("report")
     var_dir = Path(tempfile.mkdtemp(prefix="tokencache-bench-warm-"))
     redis_url, stop_redis = cache_bench.start_redis()
-    broker = redis_url.rsplit("/", 1)[0] + "/1"
-    os.environ["CELERY_BROKER_URL"] = broker
     try:
         dashboards_bench.configure(var_dir, redis_url)
+        broker = os.environ["CELERY_BROKER_URL"]
         import io
 
         from django.core.management import call_command
