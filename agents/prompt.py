@@ -147,3 +147,17 @@ def build_prompt(
         question=question,
         fingerprint=prompt_fingerprint(token_ids),
     )
+
+
+def shared_prefix(first: Sequence[int], second: Sequence[int]) -> int:
+    """How many leading token IDs two prompts share: what a model server's prefix cache can reuse.
+
+    Prompts are laid out for consecutive turns to share as much as they can; bench/prefix.py
+    reports this over the demo's conversations.
+    """
+    shared = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return shared

@@ -35,10 +35,6 @@ def agent_cards_for_user(user: AnyUser) -> QuerySet[Agent]:
     return agents_for_user(user).annotate(document_count=Count("documents", distinct=True))
 
 
-def user_may_use_agent(user: AnyUser, agent: Agent) -> bool:
-    return agent.enabled and agents_for_user(user).filter(pk=agent.pk).exists()
-
-
 _SLUG_MAX_LENGTH = Agent._meta.get_field("slug").max_length or 50
 
 

@@ -65,8 +65,6 @@ def turn_failure(error: BaseException) -> ApiError:
     A `ChatError` as `as_api_error` shapes it; anything else is a bug: logged with its traceback,
     answered with a fixed text.
     """
-    if isinstance(error, ApiError):
-        return error
     if isinstance(error, ChatError):
         return as_api_error(error)
     logger.error("turn_failed_unexpectedly", exc_info=error)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agents.backends.base import ContextChunk
-from agents.prompt import Layout, build_prompt, prompt_fingerprint
+from agents.prompt import Layout, build_prompt, prompt_fingerprint, shared_prefix
 from cachecore.tokenizers import Tokenizer, get_tokenizer
 
 SYSTEM = "You answer from the context."
@@ -84,7 +84,7 @@ def test_consecutive_turns_share_the_system_prompt_and_the_whole_history(tokeniz
     )
     stable = tokenizer.encode(SYSTEM + "\n\n" + "".join(f"{r.capitalize()}: {t}\n\n" for r, t in HISTORY))
 
-    shared = _shared_prefix(turn.token_ids.tolist(), later.token_ids.tolist())
+    shared = shared_prefix(turn.token_ids.tolist(), later.token_ids.tolist())
 
     assert shared >= len(stable)
     assert [m["content"] for m in later.messages[: len(turn.messages) - 1]] == [
@@ -105,15 +105,6 @@ def test_the_former_layout_put_the_context_before_the_history(tokenizer: Tokeniz
     assert prompt.text.index("Context:") < prompt.text.index("User: oldest question")
     assert tokenizer.decode(prompt.token_ids) == prompt.text
     assert prompt.messages[-1]["content"] == QUESTION
-
-
-def _shared_prefix(first: list[int], second: list[int]) -> int:
-    shared = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        shared += 1
-    return shared
 
 
 def test_the_ids_decode_to_the_text_and_embed_the_cached_chunk_ids_unchanged(tokenizer: Tokenizer) -> None:
